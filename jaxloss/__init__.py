@@ -1,0 +1,38 @@
+"""jaxloss: exact, fast loss functions for JAX — Shannon entropy, mean squared error, binary cross-entropy.
+
+Every function is pure and jit-compiled, takes arrays positionally and options by
+keyword, and comes with closed-form first and second derivatives.
+"""
+
+from importlib import metadata as _metadata
+
+from .classification import bce_with_logits as bce_with_logits
+from .classification import binary_cross_entropy as binary_cross_entropy
+from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
+from .entropy import binary_entropy as binary_entropy
+from .entropy import binary_entropy_from_logits as binary_entropy_from_logits
+from .entropy import entropy as entropy
+from .entropy import entropy_from_logits as entropy_from_logits
+from .reduce import mean as mean
+from .regression import half_squared_error as half_squared_error
+from .regression import mse as mse
+from .regression import squared_error as squared_error
+
+try:
+    __version__ = _metadata.version("jaxloss")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "bce_with_logits",
+    "binary_cross_entropy",
+    "binary_entropy",
+    "binary_entropy_from_logits",
+    "entropy",
+    "entropy_from_logits",
+    "half_squared_error",
+    "mean",
+    "mse",
+    "sigmoid_binary_cross_entropy",
+    "squared_error",
+]

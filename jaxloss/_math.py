@@ -1,0 +1,299 @@
+"""Private elementwise and row kernels with closed-form derivatives.
+
+Each kernel is a ``jax.custom_jvp`` whose tangent rule is written in a
+cancellation-free closed form (reusing the primal work where it can). The rules
+are themselves built from custom-JVP kernels, so forward mode, reverse mode and
+second derivatives (``jax.hessian``) are exact closed forms too, with no
+differentiation through ``abs``/``max`` kinks and no ``0 * inf`` from a guarded
+branch. The public functions in :mod:`jaxloss.entropy` and
+:mod:`jaxloss.classification` document the conventions.
+
+Shared building block: with ``a = |z|`` and ``e = exp(-a)`` (never overflows),
+
+* ``softplus(z) = max(z, 0) + log1p(e)``
+* ``sigmoid(|z|) = 1 / (1 + e)`` and ``sigmoid(-|z|) = e / (1 + e)``
+* ``sigmoid(z) * sigmoid(-z) = e / (1 + e)**2``
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+__all__: list[str] = []
+
+
+def _linear(out, *terms):
+    """sum(coefficient * tangent) over the (coefficient, tangent) pairs whose tangent is not a symbolic zero.
+
+    Rules with several inputs use symbolic zeros: an input that is not differentiated
+    contributes nothing, rather than inf * 0 = NaN (dL/dy = -z is infinite at z = +-inf).
+    """
+    acc = None
+    for coefficient, tangent in terms:
+        if isinstance(tangent, SymbolicZero):
+            continue
+        term = coefficient * tangent
+        acc = term if acc is None else acc + term
+    return jnp.zeros_like(out) if acc is None else acc
+
+
+def _exp_neg_abs(z):
+    return jnp.exp(-jnp.abs(z))
+
+
+# --------------------------------------------------------------------------- sigmoid family
+
+
+@jax.custom_jvp
+def sigmoid(z):
+    """sigmoid(z), each tail computed without cancellation; sigmoid(+-inf) = 1, 0."""
+    e = _exp_neg_abs(z)
+    return jnp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@jax.custom_jvp
+def dsigmoid(z):
+    """sigmoid'(z) = sigmoid(z) * sigmoid(-z) = e / (1 + e)**2: tiny but nonzero in both tails."""
+    e = _exp_neg_abs(z)
+    return e / jnp.square(1 + e)
+
+
+@jax.custom_jvp
+def softplus(z):
+    """log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)); never overflows, exact in both tails."""
+    return jnp.maximum(z, 0) + jnp.log1p(_exp_neg_abs(z))
+
+
+@sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    return sigmoid(z), dsigmoid(z) * dz
+
+
+@dsigmoid.defjvp
+def _dsigmoid_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    s = dsigmoid(z)
+    # d/dz [sigmoid(z) sigmoid(-z)] = s * (sigmoid(-z) - sigmoid(z)); both factors are bounded.
+    return s, s * (sigmoid(-z) - sigmoid(z)) * dz
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    return softplus(z), sigmoid(z) * dz
+
+
+def _times(w, x):
+    """w * x with 0 * x = 0 for x = +-inf (a zero weight switches its term off).
+
+    Double where: x is made finite first, so no 0 * inf reaches a derivative either.
+    """
+    off = w == 0
+    return jnp.where(off, 0, w * jnp.where(off, 0, x))
+
+
+# --------------------------------------------------------------------------- BCE from logits
+# L(z, y) = wpos * softplus(-z) + wneg * softplus(z), wpos = pos_weight * y, wneg = 1 - y.
+# softplus(+-z) share one exp and one log1p: t = log1p(exp(-|z|)), softplus(+-z) = max(+-z, 0) + t.
+
+
+def _bce_value(z, wpos, wneg):
+    t = jnp.log1p(_exp_neg_abs(z))
+    loss = _times(wpos, jnp.maximum(-z, 0) + t) + _times(wneg, jnp.maximum(z, 0) + t)
+    # Both weights zero (pos_weight = 0 with y = 1) must still carry a NaN logit through.
+    return jnp.where(jnp.isnan(z), z, loss)
+
+
+def _sigmoid_pair(z):
+    """(sigmoid(z), sigmoid(-z)) from one exp, each to within an ulp or so."""
+    e = _exp_neg_abs(z)
+    big, small = 1 / (1 + e), e / (1 + e)
+    pos = z >= 0
+    return jnp.where(pos, big, small), jnp.where(pos, small, big)
+
+
+@jax.custom_jvp
+def bce(z, y):
+    """Plain BCE from logits (pos_weight absent)."""
+    return _bce_value(z, y, 1 - y)
+
+
+@jax.custom_jvp
+def bce_grad(z, y):
+    """dL/dz = (1 - y) sigmoid(z) - y sigmoid(-z): for y in {0, 1} exactly one sigmoid, no cancellation."""
+    s_pos, s_neg = _sigmoid_pair(z)
+    return (1 - y) * s_pos - y * s_neg
+
+
+@functools.partial(bce.defjvp, symbolic_zeros=True)
+def _bce_jvp(primals, tangents):
+    (z, y), (dz, dy) = primals, tangents
+    out = bce(z, y)
+    # dL/dy = softplus(-z) - softplus(z) = -z exactly.
+    return out, _linear(out, (bce_grad(z, y), dz), (-z, dy))
+
+
+@functools.partial(bce_grad.defjvp, symbolic_zeros=True)
+def _bce_grad_jvp(primals, tangents):
+    (z, y), (dz, dy) = primals, tangents
+    out = bce_grad(z, y)
+    # d2L/dz2 = ((1 - y) + y) sigmoid(z) sigmoid(-z) = dsigmoid(z); d2L/dz dy = -(sigmoid(z) + sigmoid(-z)) = -1.
+    return out, _linear(out, (dsigmoid(z), dz), (-1, dy))
+
+
+@jax.custom_jvp
+def bce_weighted(z, y, p):
+    """BCE from logits with pos_weight p multiplying the positive term."""
+    return _bce_value(z, p * y, 1 - y)
+
+
+@jax.custom_jvp
+def bce_weighted_grad(z, y, p):
+    """dL/dz = (1 - y) sigmoid(z) - p y sigmoid(-z)."""
+    s_pos, s_neg = _sigmoid_pair(z)
+    return (1 - y) * s_pos - (p * y) * s_neg
+
+
+@functools.partial(bce_weighted.defjvp, symbolic_zeros=True)
+def _bce_weighted_jvp(primals, tangents):
+    (z, y, p), (dz, dy, dp) = primals, tangents
+    out = bce_weighted(z, y, p)
+    sp_neg = softplus(-z)
+    d_y = _times(p, sp_neg) - softplus(z)  # p softplus(-z) - softplus(z)
+    d_p = _times(y, sp_neg)  # y softplus(-z)
+    return out, _linear(out, (bce_weighted_grad(z, y, p), dz), (d_y, dy), (d_p, dp))
+
+
+@functools.partial(bce_weighted_grad.defjvp, symbolic_zeros=True)
+def _bce_weighted_grad_jvp(primals, tangents):
+    (z, y, p), (dz, dy, dp) = primals, tangents
+    s_pos, s_neg = sigmoid(z), sigmoid(-z)
+    # d/dz: ((1 - y) + p y) sigmoid'(z) = (1 + (p - 1) y) sigmoid'(z); exactly sigmoid'(z) at p = 1.
+    d_z = (1 + (p - 1) * y) * dsigmoid(z)
+    d_y = -(s_pos + p * s_neg)
+    d_p = -y * s_neg
+    out = bce_weighted_grad(z, y, p)
+    return out, _linear(out, (d_z, dz), (d_y, dy), (d_p, dp))
+
+
+# --------------------------------------------------------------------------- entropy terms
+
+
+def _safe(x, bad, value):
+    """x with the entries where ``bad`` holds replaced by ``value`` (the inner half of a double where)."""
+    return jnp.where(bad, value, x)
+
+
+@jax.custom_jvp
+def neg_xlogx(p):
+    """-p log p with 0 log 0 = 0."""
+    zero = p == 0
+    return jnp.where(zero, 0, -p * jnp.log(_safe(p, zero, 1)))
+
+
+@neg_xlogx.defjvp
+def _neg_xlogx_jvp(primals, tangents):
+    (p,), (dp,) = primals, tangents
+    zero = p == 0
+    # d/dp (-p log p) = -(log p + 1); at p = 0 the limit is +inf and we take 0: chained through a
+    # softmax (dp/dl = 0 there) 0 is the exact gradient, whereas inf * 0 would be NaN.
+    slope = jnp.where(zero, 0, -(jnp.log(_safe(p, zero, 1)) + 1))
+    return neg_xlogx(p), slope * dp
+
+
+@jax.custom_jvp
+def binary_entropy(p):
+    """-p log p - (1 - p) log(1 - p), with log(1 - p) = log1p(-p) accurate for small p."""
+    zero, one = p == 0, p == 1
+    a = jnp.where(zero, 0, -p * jnp.log(_safe(p, zero, 1)))
+    b = jnp.where(one, 0, -(1 - p) * jnp.log1p(-_safe(p, one, 0)))
+    return a + b
+
+
+@binary_entropy.defjvp
+def _binary_entropy_jvp(primals, tangents):
+    (p,), (dp,) = primals, tangents
+    zero, one = p == 0, p == 1
+    edge = zero | one
+    q = _safe(p, edge, 0.5)
+    # h'(p) = log(1 - p) - log(p) inside; at p = 0 and 1, +-1 (the entropy convention d(-x log x)/dx = 0 at x = 0).
+    slope = jnp.where(zero, 1, jnp.where(one, -1, jnp.log1p(-q) - jnp.log(q)))
+    return binary_entropy(p), slope * dp
+
+
+@jax.custom_jvp
+def binary_entropy_logits(x):
+    """h(sigmoid(x)) = log1p(e) + |x| e / (1 + e), e = exp(-|x|): two positive terms, exact in both tails."""
+    a = jnp.abs(x)
+    e = jnp.exp(-a)
+    return jnp.log1p(e) + _times(e / (1 + e), a)
+
+
+@binary_entropy_logits.defjvp
+def _binary_entropy_logits_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    # h'(x) = -x sigmoid(x) sigmoid(-x); 0 at +-inf.
+    s = dsigmoid(x)
+    return binary_entropy_logits(x), -_times(s, x) * dx
+
+
+# --------------------------------------------------------------------------- entropy from logits (one row axis)
+
+
+def _two_diff(a, b):
+    """(hi, lo) with hi = fl(a - b) and hi + lo = a - b exactly (Knuth's TwoSum); lo = 0 where hi is infinite."""
+    hi = a - b
+    bb = hi - a
+    lo = (a - (hi - bb)) + (-b - bb)
+    return hi, jnp.where(jnp.isfinite(hi), lo, 0)
+
+
+def _softmax_parts(logits, axis):
+    """Per-row pieces of softmax entropy, all cancellation-free.
+
+    Returns (e, u, s1, t, none) with d = l - max (kept exactly as hi + lo), e = exp(d) >= 0,
+    u = -d >= 0, s1 = sum(e) - 1 (the top term left out, so log(sum e) = log1p(s1) keeps every
+    digit when the other terms are tiny), t = sum(e u), none = the row has no class in.
+    """
+    m = jnp.max(logits, axis=axis, keepdims=True, initial=-jnp.inf)
+    none = m == -jnp.inf  # every class out (or an empty axis)
+    top_inf = m == jnp.inf
+    # Limits: classes at +inf share all the probability; an all-out row is replaced by a safe row
+    # (its result is overwritten) so that no inf - inf reaches a value or a derivative.
+    logits = jnp.where(top_inf, jnp.where(logits == jnp.inf, 0, -jnp.inf), jnp.where(none, 0, logits))
+    m = jnp.where(top_inf | none, 0, m)
+    d_hi, d_lo = _two_diff(logits, m)
+    e = jnp.exp(d_hi)
+    e = e + e * d_lo  # exp(hi + lo) to first order; lo is below half an ulp of hi
+    u = jnp.where(e == 0, 0, -d_hi - d_lo)  # a class that is out contributes e u = 0 (never 0 * inf)
+    top = d_hi == 0
+    s1 = jnp.sum(jnp.where(top, 0, e), axis=axis, keepdims=True) + (
+        jnp.sum(top, axis=axis, keepdims=True, dtype=e.dtype) - 1
+    )
+    t = jnp.sum(e * u, axis=axis, keepdims=True)
+    return e, u, s1, t, none
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def entropy_logits(logits, axis):
+    """H(softmax(logits)) over ``axis`` (kept as size 1): log1p(s1) + t / (1 + s1), both terms >= 0."""
+    _, _, s1, t, none = _softmax_parts(logits, axis)
+    h = jnp.log1p(s1) + t / (1 + s1)
+    return jnp.where(none, 0, h)
+
+
+@entropy_logits.defjvp
+def _entropy_logits_jvp(axis, primals, tangents):
+    (logits,), (dlogits,) = primals, tangents
+    e, u, s1, t, none = _softmax_parts(logits, axis)
+    z = 1 + s1
+    h = jnp.where(none, 0, jnp.log1p(s1) + t / z)
+    # dH/dl_i = -p_i (log p_i + H) = p_i (u_i - mean_p(u)), with p_i = e_i / z and mean_p(u) = t / z;
+    # a class that is out (p_i = 0, u_i = inf) gets exactly 0.
+    grad = jnp.where(none, 0, (e / z) * (u - t / z))
+    return h, jnp.sum(grad * dlogits, axis=axis, keepdims=True)
