@@ -35,13 +35,23 @@ def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None
     where = _checks.broadcast_mask(fn, where, shape)
     if where is not None:
         z, y = jnp.where(where, z, 0), jnp.where(where, y, 0)
-    if label_smoothing is not None:
-        alpha = _checks.as_label_array(fn, "label_smoothing", label_smoothing, dtype)
-        y = y * (1 - alpha) + alpha / 2  # Keras: y -> y (1 - alpha) + alpha / 2
     if pos_weight is None:
-        return _math.bce(z, y), where
-    p = _checks.broadcast_option(fn, "pos_weight", pos_weight, shape, dtype)
-    return _math.bce_weighted(z, y, p), where
+
+        def loss(labels):
+            return _math.bce(z, labels)
+
+    else:
+        p = _checks.broadcast_option(fn, "pos_weight", pos_weight, shape, dtype)
+
+        def loss(labels):
+            return _math.bce_weighted(z, labels, p)
+
+    if label_smoothing is None:
+        return loss(y), where
+    alpha = _checks.as_label_array(fn, "label_smoothing", label_smoothing, dtype)
+    # Keras smoothing y -> y (1 - alpha) + alpha / 2, written as a mix of two losses: L is linear in y, so
+    # L(z, y') = (1 - alpha) L(z, y) + alpha L(z, 1/2). No rounded y' (whose error grows with |z|), no cancellation.
+    return (1 - alpha) * loss(y) + _math.times(alpha, loss(jnp.full_like(y, 0.5))), where
 
 
 @jax.jit

@@ -18,11 +18,6 @@ def _in_base(h: jax.Array, factor: float | None) -> jax.Array:
     return h if factor is None else h * jnp.asarray(factor, h.dtype)
 
 
-def _nonnegative_zero(h: jax.Array) -> jax.Array:
-    """Turn -0.0 (e.g. -1 * log 1) into +0.0; every other value, NaN included, passes unchanged."""
-    return jnp.where(h == 0, 0, h)
-
-
 def _float_input(fn: str, name: str, x) -> jax.Array:
     x = _checks.as_float_array(fn, name, x)
     return x.astype(_checks.compute_dtype(x))
@@ -86,7 +81,7 @@ def entropy(
     factor = _checks.log_base_factor(fn, base)
     where = _checks.broadcast_mask(fn, where, p.shape)
     terms = _math.neg_xlogx(p if where is None else jnp.where(where, p, 0))
-    return _nonnegative_zero(_in_base(jnp.sum(terms, axis=axis), factor))
+    return _math.positive_zero(_in_base(jnp.sum(terms, axis=axis), factor))
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "base"))
@@ -151,7 +146,7 @@ def entropy_from_logits(
     if where is not None:
         lg = jnp.where(where, lg, -jnp.inf)
     h = jnp.squeeze(_math.entropy_logits(lg, axis), axis=axis)
-    return _nonnegative_zero(_in_base(h, factor))
+    return _math.positive_zero(_in_base(h, factor))
 
 
 @functools.partial(jax.jit, static_argnames=("base",))
@@ -184,7 +179,7 @@ def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) ->
     """
     fn = "binary_entropy"
     p = _float_input(fn, "probabilities", probabilities)
-    return _nonnegative_zero(_in_base(_math.binary_entropy(p), _checks.log_base_factor(fn, base)))
+    return _math.positive_zero(_in_base(_math.binary_entropy(p), _checks.log_base_factor(fn, base)))
 
 
 @functools.partial(jax.jit, static_argnames=("base",))
