@@ -9,8 +9,8 @@ default backend, on the stored inputs of ``tests/data`` (built by
 ``tests/make_reference.py``: mpmath at 50 digits on the exact float32 /
 bfloat16 / float16 inputs).  Errors are in ULPs of the dtype each result comes
 back in (``tests/ulp.py``); derivatives come from ``jax.grad`` (torch: autograd).
-Points whose exact value lies below float32's smallest normal number are left
-out of the ULP columns (XLA on CPU flushes subnormals).  Non-finite results
+Points whose exact value lies below ``tests/ulp.py``'s FLUSH_TERM (2**-119) are
+left out of the ULP columns (XLA on CPU flushes subnormal intermediates).  Non-finite results
 where the exact value is finite are counted in their own column and left out
 of the ULP maxima.
 """
@@ -315,8 +315,8 @@ NOTES = (
     "on the stored inputs (`tests/data`, built by `python tests/make_reference.py`). All jitted.",
     f"`values > {OUTLIER_ULP} ULP` counts the ULP-checked values off by more than that (a max can be one point).",
     "d/dx ULP for BCE is over hard labels {0, 1}; the abs-error column covers every label.",
-    "Exact values below float32's smallest normal (1.2e-38) are left out of the ULP columns (XLA on CPU",
-    "flushes subnormals); non-finite results where the exact value is finite are counted, not maximised.",
+    "Exact values below 2^-119 (1.5e-36) are left out of the ULP columns (XLA on CPU flushes subnormal",
+    "intermediates); non-finite results where the exact value is finite are counted, not maximised.",
     "Derivatives come back in the input dtype (jax.grad), so 16-bit derivative ULPs are 16-bit ULPs.",
 )
 

@@ -6,6 +6,7 @@ keyword, and comes with closed-form first and second derivatives.
 
 from importlib import metadata as _metadata
 
+from . import batch as batch
 from .classification import bce_with_logits as bce_with_logits
 from .classification import binary_cross_entropy as binary_cross_entropy
 from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
@@ -24,6 +25,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "batch",
     "bce_with_logits",
     "binary_cross_entropy",
     "binary_entropy",

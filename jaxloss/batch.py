@@ -1,0 +1,324 @@
+"""Per-example losses and gradients: ``jax.vmap`` of the single-example functions over a leading example axis.
+
+The leading axis of every array argument indexes examples. ``mse``, ``bce_with_logits``
+and ``mean`` return one loss per example, shape ``(B,)``; ``per_example`` does the same for
+any single-example loss; ``grad`` and ``value_and_grad`` give per-example gradients of a
+user loss ``fn(params, *examples)`` with ``params`` shared and the examples batched, e.g.
+for per-example gradient clipping (DP-SGD), influence functions or data valuation.
+Each result equals a Python loop over the examples of the single-example function.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from . import _checks, classification, reduce, regression
+
+__all__ = ["bce_with_logits", "grad", "mean", "mse", "per_example", "value_and_grad"]
+
+
+def _has_example_axis(fn: str, name: str, x: jax.Array) -> None:
+    if x.ndim == 0:
+        raise ValueError(
+            f"jaxloss.batch.{fn}: {name} must have a leading example axis (shape [B, ...]); got a scalar. "
+            f"Pass a batch, e.g. {name}[None] for a single example, or use jaxloss.{fn} for a scalar mean."
+        )
+
+
+def _paired(fn: str, names: tuple[str, str], a, b):
+    """Validated float ``a`` and label ``b`` broadcast to one ``[B, ...]`` shape, and the compute dtype."""
+    qualified = f"batch.{fn}"
+    a = _checks.as_float_array(qualified, names[0], a)
+    dtype = _checks.compute_dtype(a, b)
+    b = _checks.as_label_array(qualified, names[1], b, dtype)
+    _checks.same_shape(qualified, names, a, b)
+    shape = _checks.pair_shape(a, b)
+    _has_example_axis(fn, names[1] if a.ndim == 0 and b.ndim else names[0], a if a.ndim else b)
+    return jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape), dtype
+
+
+def _per_element(fn: str, weights, where, shape, dtype):
+    qualified = f"batch.{fn}"
+    if weights is not None:
+        weights = _checks.broadcast_option(qualified, "weights", weights, shape, dtype)
+    return weights, _checks.broadcast_mask(qualified, where, shape)
+
+
+@jax.jit
+def mean(
+    values: ArrayLike,
+    /,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Per-example weighted mean: :func:`jaxloss.mean` of each example (row along axis 0).
+
+    .. math::
+        \bar\ell_b = \frac{\sum_i w_{bi}\,[\text{where}_{bi}]\,\ell_{bi}}{\sum_i w_{bi}\,[\text{where}_{bi}]}
+
+    This is ``jax.vmap(jaxloss.mean)`` and equals a Python loop over examples. An example
+    with nothing selected has mean 0 and gradient 0, as in :func:`jaxloss.mean`.
+
+    Args:
+      values: ``[B, ...]`` per-element losses, real floating dtype.
+      weights: optional non-negative per-element weights broadcasting to ``values.shape``.
+      where: optional boolean mask broadcasting to ``values.shape``.
+
+    Returns:
+      ``[B]`` means, float32 for 16-bit or float32 input (float64 for float64).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> jaxloss.batch.mean(jnp.array([[1.0, 3.0], [2.0, 9.0]]), where=jnp.array([[True, True], [True, False]]))
+      Array([2., 2.], dtype=float32)
+    """
+    values = _checks.as_float_array("batch.mean", "values", values)
+    _has_example_axis("mean", "values", values)
+    weights, where = _per_element("mean", weights, where, values.shape, _checks.compute_dtype(values, weights))
+    return jax.vmap(lambda v, w, m: reduce.mean(v, weights=w, where=m))(values, weights, where)
+
+
+@jax.jit
+def mse(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    /,
+    *,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Per-example mean squared error: :func:`jaxloss.mse` of each example (row along axis 0).
+
+    .. math::
+        \ell_b = \frac{\sum_i w_{bi}\,(p_{bi} - t_{bi})^2}{\sum_i w_{bi}}
+
+    over the elements ``where`` selects. This is ``jax.vmap(jaxloss.mse)`` and equals a
+    Python loop over examples; ``jnp.mean`` of the result is ``jaxloss.mse`` of the whole
+    batch when every example has the same (unmasked, unweighted) size. Gradients come back
+    in the inputs' dtypes.
+
+    Args:
+      predictions: ``[B, ...]`` real floating array.
+      targets: same shape as ``predictions`` (a scalar may stand for all); float, int or bool.
+      weights: optional non-negative per-element weights broadcasting to the loss shape.
+      where: optional boolean mask broadcasting to the loss shape.
+
+    Returns:
+      ``[B]`` losses, float32 for 16-bit or float32 input (float64 for float64).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> jaxloss.batch.mse(jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.array([[1.0, 4.0], [3.0, 1.0]]))
+      Array([2., 5.], dtype=float32)
+    """
+    p, t, dtype = _paired("mse", ("predictions", "targets"), predictions, targets)
+    weights, where = _per_element("mse", weights, where, p.shape, dtype)
+    return jax.vmap(lambda a, b, w, m: regression.mse(a, b, weights=w, where=m))(p, t, weights, where)
+
+
+@jax.jit
+def _bce_batch(logits, labels, pos_weight, label_smoothing, weights, where):
+    z, y, dtype = _paired("bce_with_logits", ("logits", "labels"), logits, labels)
+    if pos_weight is not None:
+        pos_weight = _checks.broadcast_option("batch.bce_with_logits", "pos_weight", pos_weight, z.shape, dtype)
+    weights, where = _per_element("bce_with_logits", weights, where, z.shape, dtype)
+    smoothing = 0.0 if label_smoothing is None else label_smoothing
+
+    def one(zb, yb, pb, wb, mb):
+        return classification.bce_with_logits(zb, yb, pos_weight=pb, label_smoothing=smoothing, weights=wb, where=mb)
+
+    return jax.vmap(one)(z, y, pos_weight, weights, where)
+
+
+def bce_with_logits(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    /,
+    *,
+    pos_weight: ArrayLike | None = None,
+    label_smoothing: ArrayLike = 0.0,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Per-example mean binary cross-entropy from logits: :func:`jaxloss.bce_with_logits` of each example.
+
+    .. math::
+        \ell_b = \frac{\sum_i w_{bi}\,\mathrm{BCE}(z_{bi}, y_{bi})}{\sum_i w_{bi}}
+
+    over the elements ``where`` selects, with BCE as in
+    :func:`jaxloss.sigmoid_binary_cross_entropy` (same limits and closed-form
+    derivatives). This is ``jax.vmap(jaxloss.bce_with_logits)`` and equals a Python loop
+    over examples; ``pos_weight``, ``weights`` and ``where`` apply per element,
+    ``label_smoothing`` to every example. Gradients come back in the inputs' dtypes.
+
+    Args:
+      logits: ``[B, ...]`` real floating array.
+      labels: same shape as ``logits`` (a scalar may stand for all); soft labels allowed.
+      pos_weight: optional non-negative per-element weight of the positive term (PyTorch semantics).
+      label_smoothing: :math:`\alpha \in [0, 1]` (Keras semantics), shared by all examples.
+      weights: optional non-negative per-element weights broadcasting to the loss shape.
+      where: optional boolean mask broadcasting to the loss shape.
+
+    Returns:
+      ``[B]`` losses, float32 for 16-bit or float32 input (float64 for float64).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> jaxloss.batch.bce_with_logits(jnp.array([[0.0, 0.0], [100.0, -100.0]]), jnp.array([[0, 1], [1, 0]]))
+      Array([0.6931472, 0.       ], dtype=float32)
+    """
+    classification._check_options("batch.bce_with_logits", pos_weight, label_smoothing)
+    smoothing = None if classification._is_python_zero(label_smoothing) else label_smoothing
+    return _bce_batch(logits, labels, pos_weight, smoothing, weights, where)
+
+
+def per_example(fn: Callable[..., Any], /, *, in_axes: int | Sequence[Any] | None = 0) -> Callable[..., Any]:
+    r"""The per-example version of a single-example loss: ``jax.vmap(fn, in_axes=in_axes)``.
+
+    .. math::
+        \text{per\_example}(f)(x)_b = f(x_b)
+
+    Positional arguments are mapped as ``in_axes`` says (default: every positional
+    argument batched along axis 0); keyword arguments are passed unchanged to every call
+    (options such as ``axis=`` or ``base=``, and shared arrays). ``fn`` sees one example,
+    with the leading axis removed, so a negative ``axis`` is the safe way to name an axis.
+    The result can be jitted and differentiated; it equals a Python loop over examples.
+
+    Args:
+      fn: a function of one example.
+      in_axes: as for ``jax.vmap``: an int, None (shared) or a tuple with one entry per
+        positional argument.
+
+    Returns:
+      ``batched(*args, **options)``, stacking ``fn``'s outputs along a new leading axis.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> loss = lambda p, t: jnp.sum(jaxloss.squared_error(p, t))
+      >>> jaxloss.batch.per_example(loss)(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.zeros((2, 2)))
+      Array([ 5., 25.], dtype=float32)
+    """
+    if not callable(fn):
+        raise TypeError(f"jaxloss.batch.per_example: fn must be callable; got {type(fn).__name__}. Pass a function.")
+
+    @functools.wraps(fn)
+    def batched(*args, **options):
+        return jax.vmap(functools.partial(fn, **options) if options else fn, in_axes=in_axes)(*args)
+
+    return batched
+
+
+def _check_examples(name: str, examples: tuple) -> None:
+    if not examples:
+        raise ValueError(
+            f"jaxloss.batch.{name}: expected fn(params, *examples) with at least one example array batched along "
+            f"axis 0; got params only. Pass the examples after params, e.g. f(params, x, y)."
+        )
+    sizes = set()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(examples):
+        shape = jnp.shape(leaf)
+        if not shape:
+            where = f"examples{jax.tree_util.keystr(path)}"
+            raise ValueError(
+                f"jaxloss.batch.{name}: every example array must have a leading example axis; got a scalar at "
+                f"{where}. Pass it inside params (shared) or give it shape [B, ...]."
+            )
+        sizes.add(shape[0])
+    if len(sizes) > 1:
+        raise ValueError(
+            f"jaxloss.batch.{name}: every example array must have the same leading (example) size; got sizes "
+            f"{sorted(sizes)}. Batch all example arrays along axis 0 with the same B."
+        )
+
+
+def _mapped(single: Callable[..., Any]) -> Callable[..., Any]:
+    """jit(vmap(single)) with the params shared and every leaf of the example tuple batched along axis 0."""
+    return jax.jit(jax.vmap(lambda params, examples: single(params, *examples), in_axes=(None, 0)))
+
+
+def grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    r"""Per-example gradients of a loss ``fn(params, *examples)``: ``jax.vmap(jax.grad(fn, argnums))``.
+
+    .. math::
+        g_b = \nabla_{\theta}\, f(\theta, x_b, y_b, \dots)
+
+    ``params`` (any pytree) is shared by every example; every other positional argument
+    (arrays or pytrees of arrays) is batched along axis 0 with the same size ``B``.
+    ``argnums`` picks what to differentiate, as in ``jax.grad`` (0: the params; 1: the
+    first example array, e.g. input saliency). The result equals a Python loop of
+    ``jax.grad`` over examples and the Jacobian (``jax.jacrev``) of the per-example loss
+    vector; gradients keep the dtype of what is differentiated. The returned function is
+    jitted (``fn`` is traced once per input shape) and can be called inside ``jax.jit``.
+
+    Args:
+      fn: a scalar loss of one example, ``fn(params, *example_arrays)``.
+      argnums: int or tuple of ints, as for ``jax.grad``.
+
+    Returns:
+      ``per_example_grad(params, *examples)``: the gradient pytree with a leading axis of size ``B`` on every leaf.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> loss = lambda w, x, y: jaxloss.mse(x @ w, y)
+      >>> x, y = jnp.array([[1.0, 0.0], [0.0, 2.0]]), jnp.array([1.0, 0.0])
+      >>> jaxloss.batch.grad(loss)(jnp.ones(2), x, y)  # one row per example
+      Array([[0., 0.],
+             [0., 8.]], dtype=float32)
+    """
+    if not callable(fn):
+        raise TypeError(f"jaxloss.batch.grad: fn must be callable; got {type(fn).__name__}. Pass a function.")
+    g = _mapped(jax.grad(fn, argnums=argnums))
+
+    @functools.wraps(fn)
+    def per_example_grad(params, /, *examples):
+        _check_examples("grad", examples)
+        return g(params, examples)
+
+    return per_example_grad
+
+
+def value_and_grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    r"""Per-example losses and gradients of ``fn(params, *examples)``: ``jax.vmap(jax.value_and_grad(fn, argnums))``.
+
+    .. math::
+        (\ell_b, g_b) = \bigl(f(\theta, x_b, \dots),\ \nabla_{\theta} f(\theta, x_b, \dots)\bigr)
+
+    Same conventions as :func:`jaxloss.batch.grad`: ``params`` shared, examples batched
+    along axis 0, the returned function jitted. The values equal
+    ``jaxloss.batch.per_example(fn, in_axes=(None, 0, ...))``.
+
+    Args:
+      fn: a scalar loss of one example, ``fn(params, *example_arrays)``.
+      argnums: int or tuple of ints, as for ``jax.grad``.
+
+    Returns:
+      ``f(params, *examples) -> (losses [B], grads)``, each gradient leaf with a leading axis of size ``B``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> loss = lambda w, x, y: jaxloss.bce_with_logits(x @ w, y)
+      >>> x, y = jnp.array([[0.5, 1.0], [1.0, 0.5]]), jnp.array([1.0, 0.0])
+      >>> losses, grads = jaxloss.batch.value_and_grad(loss)(jnp.zeros(2), x, y)
+      >>> losses
+      Array([0.6931472, 0.6931472], dtype=float32)
+      >>> grads
+      Array([[-0.25, -0.5 ],
+             [ 0.5 ,  0.25]], dtype=float32)
+    """
+    if not callable(fn):
+        raise TypeError(f"jaxloss.batch.value_and_grad: fn must be callable; got {type(fn).__name__}. Pass a function.")
+    vg = _mapped(jax.value_and_grad(fn, argnums=argnums))
+
+    @functools.wraps(fn)
+    def per_example_value_and_grad(params, /, *examples):
+        _check_examples("value_and_grad", examples)
+        return vg(params, examples)
+
+    return per_example_value_and_grad
