@@ -7,6 +7,7 @@ keyword, and comes with closed-form first and second derivatives.
 from importlib import metadata as _metadata
 
 from . import batch as batch
+from . import streaming as streaming
 from .classification import bce_with_logits as bce_with_logits
 from .classification import binary_cross_entropy as binary_cross_entropy
 from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
@@ -37,4 +38,5 @@ __all__ = [
     "mse",
     "sigmoid_binary_cross_entropy",
     "squared_error",
+    "streaming",
 ]

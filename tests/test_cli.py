@@ -1,0 +1,384 @@
+"""The command line on real temporary .npy / .npz files: eval, demo, check, and every kind of bad input.
+
+Most cases call ``jaxloss.cli.main(argv)`` in this process (a Python start with JAX costs ~2 s); a
+few run ``python -m jaxloss`` in a subprocess to show the whole path: exit codes, no traceback,
+Ctrl-C, files larger than 100 batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import pickle
+import signal
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from jaxloss import cli
+
+F32 = np.float32
+REL = 8 * float(np.finfo(F32).eps)  # the streamed float32 mean vs a float64 reference
+N = 1000
+
+
+def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxloss", *argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def bce64(z, y):
+    z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
+    return np.logaddexp(0, z) - y * z
+
+
+def fmean(x) -> float:
+    x = np.asarray(x, np.float64).ravel()
+    return math.fsum(x) / x.size
+
+
+class Touch:
+    """Unpickling this object creates the file ``path``: the proof that a loader ran pickle."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    z = (rng.normal(size=N) * 3).astype(F32)
+    y = (rng.random(N) < 0.4).astype(F32)
+    probs = rng.dirichlet(np.ones(4), size=N).astype(F32)
+    paths = {
+        "z": d / "z.npy",
+        "y": d / "y.npy",
+        "probs": d / "probs.npy",
+        "stored": d / "stored.npz",
+        "compressed": d / "compressed.npz",
+        "mask": d / "mask.npy",
+        "w": d / "w.npy",
+    }
+    np.save(paths["z"], z)
+    np.save(paths["y"], y)
+    np.save(paths["probs"], probs)
+    np.savez(paths["stored"], z=z, y=y)
+    np.savez_compressed(paths["compressed"], z=z, y=y)
+    np.save(paths["mask"], rng.random(N) < 0.5)
+    np.save(paths["w"], rng.random(N).astype(F32))
+    raw = paths["z"].read_bytes()
+    bad = {
+        "truncated": raw[:-100],
+        "header": raw[:10] + b"not a dict" * 8 + raw[90:],
+        "random": rng.bytes(300),
+        "empty": b"",
+    }
+    for name, content in bad.items():
+        paths[name] = d / f"{name}.npy"
+        paths[name].write_bytes(content)
+    paths["short"] = d / "short.npy"
+    np.save(paths["short"], z[:-1])
+    paths["column"] = d / "column.npy"
+    np.save(paths["column"], y[:, None])
+    paths["strings"] = d / "strings.npy"
+    np.save(paths["strings"], np.array(["a"] * N))
+    paths["complex"] = d / "complex.npy"
+    np.save(paths["complex"], z.astype(np.complex64))
+    paths["ints"] = d / "ints.npy"
+    np.save(paths["ints"], z.astype(np.int32))
+    paths["zip_truncated"] = d / "zip_truncated.npz"
+    paths["zip_truncated"].write_bytes(paths["stored"].read_bytes()[:3000])
+    paths["deflate_truncated"] = d / "deflate_truncated.npz"
+    with zipfile.ZipFile(paths["deflate_truncated"], "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("z.npy", raw[:-400])  # a valid header promising more rows than the member holds
+    return {"dir": d, "Z": z, "Y": y, "P": probs, **{k: str(v) for k, v in paths.items()}}
+
+
+def call(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def table(out: str) -> dict[str, str]:
+    header, row = out.strip().splitlines()
+    keys, values = header.split(), row.split("  ")
+    return dict(zip(keys, [v.strip() for v in values if v.strip()], strict=True))
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def test_eval_prints_a_table_and_progress(files, capsys):
+    code, out, err = call(capsys, "eval", "--loss", "bce-logits", files["z"], files["y"], "--batch-size", "128")
+    assert code == 0
+    row = table(out)
+    assert row["loss"] == "bce-logits" and row["count"] == f"{N:,}" and row["nan"] == "0"
+    assert row["device"].startswith("cpu")
+    assert float(row["rows/s"].replace(",", "")) > 0
+    np.testing.assert_allclose(float(row["value"]), fmean(bce64(files["Z"], files["Y"])), rtol=REL)
+    assert "jaxloss eval: 100%" in err and "rows/s" in err
+
+
+def test_eval_json_to_stdout_or_to_a_file(files, capsys, tmp_path):
+    code, out, _ = call(capsys, "eval", "--loss", "mse", files["z"], files["y"], "--json")
+    assert code == 0
+    report = json.loads(out)  # one JSON object and nothing else
+    assert set(report) >= {"loss", "value", "count", "nan_count", "rows", "device", "rows_per_second"}
+    np.testing.assert_allclose(report["value"], fmean((files["Z"].astype(float) - files["Y"]) ** 2), rtol=REL)
+    target = tmp_path / "result.json"
+    code, out, _ = call(capsys, "eval", "--loss", "mse", files["z"], files["y"], f"--json={target}")
+    assert code == 0
+    assert json.loads(target.read_text())["value"] == report["value"]
+    assert table(out)["loss"] == "mse"
+
+
+def test_eval_npz_members_stored_and_compressed(files, capsys):
+    expected = fmean(bce64(files["Z"], files["Y"]))
+    for archive in ("stored", "compressed"):
+        spec = files[archive]
+        code, out, _ = call(capsys, "eval", "--loss", "bce-logits", f"{spec}:z", f"{spec}:y", "--batch-size", "96")
+        assert code == 0, archive
+        np.testing.assert_allclose(float(table(out)["value"]), expected, rtol=REL, err_msg=archive)
+
+
+def test_inputs_are_opened_without_loading_them(files):
+    assert isinstance(cli.open_array(files["z"], "PRED"), np.memmap)
+    assert isinstance(cli.open_array(files["stored"] + ":z", "PRED"), np.memmap)
+    rows = cli.open_array(files["compressed"] + ":z", "PRED")
+    assert not isinstance(rows, np.ndarray)  # decompressed slice by slice
+    np.testing.assert_array_equal(rows[0:10], files["Z"][:10])
+    np.testing.assert_array_equal(rows[10:25], files["Z"][10:25])
+    np.testing.assert_array_equal(rows[5:6], files["Z"][5:6])  # a step back reopens the member
+    rows.close()
+
+
+def test_eval_where_weights_axis_and_base(files, capsys):
+    mask, w = np.load(files["mask"]), np.load(files["w"])
+    code, out, _ = call(
+        capsys,
+        "eval",
+        "--loss",
+        "bce-logits",
+        files["z"],
+        files["y"],
+        "--where",
+        files["mask"],
+        "--weights",
+        files["w"],
+    )
+    assert code == 0
+    losses = bce64(files["Z"], files["Y"])
+    expected = math.fsum(losses[mask] * w[mask]) / math.fsum(w[mask].astype(float))
+    np.testing.assert_allclose(float(table(out)["value"]), expected, rtol=REL)
+    assert table(out)["count"] == f"{int(mask.sum()):,}"
+
+    cube = files["dir"] / "cube.npy"  # (rows, classes, 2): entropy over axis 1, in bits
+    p = files["P"]
+    np.save(cube, np.stack([p, p[::-1]], axis=-1))
+    code, out, _ = call(capsys, "eval", "--loss", "entropy", str(cube), "--axis", "1", "--base", "2")
+    assert code == 0
+    bits = -(p.astype(float) * np.log2(p)).sum(-1)
+    np.testing.assert_allclose(float(table(out)["value"]), fmean([bits, bits[::-1]]), rtol=REL)
+    assert table(out)["count"] == f"{2 * N:,}"
+
+
+def test_eval_reports_nan_rows(files, capsys, tmp_path):
+    z = files["Z"].copy()
+    z[[3, 500, 999]] = np.nan
+    path = tmp_path / "nan.npy"
+    np.save(path, z)
+    code, out, err = call(capsys, "eval", "--loss", "bce-logits", str(path), files["y"], "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["value"] is None and report["nan_count"] == 3 and report["count"] == N
+    assert "3 of 1,000 loss values are NaN" in err
+    code, out, _ = call(capsys, "eval", "--loss", "bce-logits", str(path), files["y"])
+    assert table(out)["value"] == "nan" and table(out)["nan"] == "3"
+
+
+def test_no_command_runs_the_demo(monkeypatch):
+    ran = []
+    monkeypatch.setattr(cli, "_demo", lambda args: ran.append(args.command) or 0)
+    assert cli.main([]) == 0 and ran == [None]
+
+
+def test_ctrl_c_inside_main_is_one_line_and_exit_130(files, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.streaming, "stream", interrupted)
+    code, out, err = call(capsys, "eval", "--loss", "mse", files["z"], files["y"])
+    assert (code, out, err) == (130, "", "jaxloss eval: interrupted\n")
+
+
+# ----------------------------------------------------------------------------- bad input: one line, exit 2
+
+
+def _bad_cases():
+    mse = ("eval", "--loss", "mse")
+    return {
+        "missing file": ((*mse, "{missing}", "{y}"), "no such file"),
+        "directory": ((*mse, "{dir}", "{y}"), "is a directory"),
+        "empty file": ((*mse, "{empty}", "{y}"), "empty"),
+        "random bytes": ((*mse, "{random}", "{y}"), "not a .npy file"),
+        "truncated": ((*mse, "{truncated}", "{y}"), "truncated"),
+        "wrong header": ((*mse, "{header}", "{y}"), "corrupt .npy header"),
+        "npz missing key": ((*mse, "{stored}:nope", "{y}"), "no array named 'nope'"),
+        "npz without key": ((*mse, "{stored}", "{y}"), "name the array as"),
+        "npz truncated": ((*mse, "{zip_truncated}:z", "{y}"), "not a valid .npz"),
+        "npz member truncated": ((*mse, "{deflate_truncated}:z", "{y}"), "truncated"),
+        "lengths differ": ((*mse, "{z}", "{short}"), "same shape"),
+        "shapes differ": ((*mse, "{z}", "{column}"), "same shape"),
+        "string predictions": ((*mse, "{strings}", "{y}"), "dtype <U1"),
+        "string targets": ((*mse, "{z}", "{strings}"), "dtype <U1"),
+        "complex predictions": ((*mse, "{complex}", "{y}"), "complex64"),
+        "integer predictions": ((*mse, "{ints}", "{y}"), "int32"),
+        "unknown loss": (("eval", "--loss", "hinge", "{z}", "{y}"), "invalid choice: 'hinge'"),
+        "unknown command": (("fit",), "invalid choice: 'fit'"),
+        "axis out of range": (("eval", "--loss", "entropy", "{probs}", "--axis", "2"), "out of range"),
+        "axis is the row axis": (("eval", "--loss", "entropy", "{probs}", "--axis", "-2"), "row axis"),
+        "entropy of a vector": (("eval", "--loss", "entropy-logits", "{z}"), "class axis"),
+        "missing targets": ((*mse, "{z}"), "needs a second file"),
+        "extra targets": (("eval", "--loss", "binary-entropy", "{z}", "{y}"), "takes one file"),
+        "base for mse": ((*mse, "{z}", "{y}", "--base", "2"), "--base applies"),
+        "base 1": (("eval", "--loss", "entropy", "{probs}", "--base", "1"), "not 1"),
+        "axis for bce": (("eval", "--loss", "bce", "{z}", "{y}", "--axis", "0"), "--axis applies"),
+        "batch size 0": ((*mse, "{z}", "{y}", "--batch-size", "0"), "positive"),
+        "json dir missing": ((*mse, "{z}", "{y}", "--json={dir}/no/such/dir/out.json"), "does not exist"),
+        "json is a directory": ((*mse, "{z}", "{y}", "--json={dir}"), "is a directory"),
+        "where not boolean": ((*mse, "{z}", "{y}", "--where", "{w}"), "booleans"),
+        "weights wrong shape": ((*mse, "{z}", "{y}", "--weights", "{probs}"), "fits neither"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases()))
+def test_bad_input_is_one_line_on_stderr_and_exit_2(case, files, capsys):
+    argv, phrase = _bad_cases()[case]
+    paths = {**files, "missing": str(files["dir"] / "missing.npy"), "dir": str(files["dir"])}
+    code, out, err = call(capsys, *(a.format(**paths) for a in argv))
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("jaxloss") and "error:" in err, err
+    assert phrase in err, err
+
+
+def test_json_write_failing_after_the_run_is_one_line_and_no_table(files, capsys, monkeypatch, tmp_path):
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    code, out, err = call(capsys, "eval", "--loss", "mse", files["z"], files["y"], f"--json={tmp_path / 'r.json'}")
+    assert (code, out) == (2, "")
+    *progress, last = err.splitlines()  # the run itself went well and reported its progress
+    assert all(line.startswith("jaxloss eval: ") and "rows" in line for line in progress)
+    assert last.startswith("jaxloss eval: error: --json") and "No space left on device" in last
+
+
+def test_object_arrays_are_refused_without_unpickling(files, capsys, tmp_path):
+    marker = tmp_path / "unpickled"
+    evil = np.array([Touch(marker)], dtype=object)
+    np.save(tmp_path / "objects.npy", evil, allow_pickle=True)
+    np.savez(tmp_path / "objects.npz", z=evil)
+    for spec in (tmp_path / "objects.npy", f"{tmp_path / 'objects.npz'}:z"):
+        code, out, err = call(capsys, "eval", "--loss", "binary-entropy", str(spec))
+        assert (code, out) == (2, "")
+        assert "Python objects" in err and len(err.splitlines()) == 1
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- subprocess: the whole path
+
+
+def test_subprocess_streams_a_file_larger_than_100_batches(tmp_path):
+    rng = np.random.default_rng(1)
+    n, batch = 150 * 1024 + 7, 1024
+    z = rng.normal(size=n).astype(F32)
+    y = (rng.random(n) < 0.5).astype(F32)
+    np.save(tmp_path / "z.npy", z)
+    np.savez(tmp_path / "labels.npz", y=y)
+    result = run(
+        "eval", "--loss", "bce-logits", str(tmp_path / "z.npy"), f"{tmp_path / 'labels.npz'}:y",
+        "--batch-size", str(batch), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["count"] == n and report["rows"] == n
+    np.testing.assert_allclose(report["value"], fmean(bce64(z, y)), rtol=REL)
+    assert "100%" in result.stderr
+
+
+def test_subprocess_pickle_is_refused_never_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+    (tmp_path / "evil.npy").write_bytes(pickle.dumps(Touch(marker)))
+    result = run("eval", "--loss", "binary-entropy", str(tmp_path / "evil.npy"))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "never unpickled" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_subprocess_ctrl_c_exits_130_with_one_line(tmp_path):
+    n = 4_000_000  # in batches of 64 rows: seconds of work, so the interrupt lands mid-stream
+    np.save(tmp_path / "z.npy", np.zeros(n, F32))
+    np.save(tmp_path / "y.npy", np.ones(n, F32))
+    argv = ["eval", "--loss", "mse", str(tmp_path / "z.npy"), str(tmp_path / "y.npy"), "--batch-size", "64"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jaxloss", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        first = process.stderr.readline()  # the progress line that opens the stream
+        assert first.startswith("jaxloss eval:"), first
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == "jaxloss eval: interrupted"
+
+
+def test_subprocess_demo():
+    result = run("demo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "on cpu" in out
+    assert "optax.adam" in out and "jaxloss.bce_with_logits" in out
+    for quantity in ("BCE, fitted model", "predictive entropy (bits)", "MSE of probabilities"):
+        assert quantity in out
+    assert out.count("1,000,000") >= 4
+    for line in ("= 1.000 bits", "= 0.000 bits", "= 0.469 bits"):
+        assert line in out
+    assert "train" in result.stderr
+
+
+def test_subprocess_check_passes_on_every_backend():
+    result = run("check")
+    assert result.returncode == 0, result.stdout
+    assert "FAIL" not in result.stdout and "all checks passed" in result.stdout
+    lines = result.stdout.splitlines()
+    for name in ("sigmoid_binary_cross_entropy", "entropy_from_logits", "binary_entropy", "mse"):
+        assert any(line.startswith(name + " ") and "pass" in line for line in lines), name
+
+
+def test_check_exits_1_and_names_a_failure(capsys, monkeypatch):
+    def broken():
+        raise AssertionError("dL/dz at z = 0: got -1, expected -0.5")
+
+    monkeypatch.setattr(cli, "_derivative_checks", lambda dtype: {"f": [("edges", broken), ("fine", lambda: None)]})
+    code, out, _ = call(capsys, "check")
+    assert code == 1
+    assert "FAIL 1/2" in out and "cpu: f: edges: dL/dz at z = 0: got -1, expected -0.5" in out
