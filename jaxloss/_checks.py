@@ -108,6 +108,20 @@ def pair_shape(a: jax.Array, b: jax.Array) -> tuple[int, ...]:
     return a.shape if a.ndim else b.shape
 
 
+def paired(fn: str, names: tuple[str, str], x, y) -> tuple[jax.Array, jax.Array]:
+    """(x, y) validated and broadcast to one shape in the compute dtype.
+
+    ``x`` (predictions, logits, probabilities) must be a real float array; ``y`` (targets, labels) may
+    also be int or bool. Identical shapes are required; a scalar stands for the whole array.
+    """
+    x = as_float_array(fn, names[0], x)
+    dtype = compute_dtype(x, y)
+    y = as_label_array(fn, names[1], y, dtype)
+    same_shape(fn, names, x, y)
+    shape = pair_shape(x, y)
+    return jnp.broadcast_to(x.astype(dtype), shape), jnp.broadcast_to(y, shape)
+
+
 def broadcast_option(fn: str, name: str, x, shape: tuple[int, ...], dtype) -> jax.Array:
     """``weights``, ``pos_weight``: a real array that broadcasts to ``shape``."""
     x = as_label_array(fn, name, x, dtype)

@@ -26,12 +26,8 @@ def _is_python_zero(x) -> bool:
 
 def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None):
     """The elementwise loss and its shape; entries ``where`` leaves out are made safe (z = y = 0) first."""
-    z = _checks.as_float_array(fn, "logits", logits)
-    dtype = _checks.compute_dtype(z, labels)
-    y = _checks.as_label_array(fn, "labels", labels, dtype)
-    _checks.same_shape(fn, ("logits", "labels"), z, y)
-    shape = _checks.pair_shape(z, y)
-    z, y = jnp.broadcast_to(z.astype(dtype), shape), jnp.broadcast_to(y, shape)
+    z, y = _checks.paired(fn, ("logits", "labels"), logits, labels)
+    shape, dtype = z.shape, z.dtype
     where = _checks.broadcast_mask(fn, where, shape)
     if where is not None:
         z, y = jnp.where(where, z, 0), jnp.where(where, y, 0)
@@ -202,12 +198,7 @@ def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.
       Array([0.       , 0.       , 0.6931472], dtype=float32)
     """
     fn = "binary_cross_entropy"
-    p = _checks.as_float_array(fn, "probabilities", probabilities)
-    dtype = _checks.compute_dtype(p, labels)
-    y = _checks.as_label_array(fn, "labels", labels, dtype)
-    _checks.same_shape(fn, ("probabilities", "labels"), p, y)
-    shape = _checks.pair_shape(p, y)
-    p, y = jnp.broadcast_to(p.astype(dtype), shape), jnp.broadcast_to(y, shape)
+    p, y = _checks.paired(fn, ("probabilities", "labels"), probabilities, labels)
     off_pos, off_neg = y == 0, y == 1
     # Double where: the switched-off term's input is made safe first, so neither its value nor its
     # derivative can produce 0 * inf.

@@ -23,6 +23,14 @@ def _float_input(fn: str, name: str, x) -> jax.Array:
     return x.astype(_checks.compute_dtype(x))
 
 
+def _class_axis_input(fn: str, name: str, x, axis, base, where):
+    """(x, axis, 1/ln(base) or None, where) validated for a function that reduces the class axis."""
+    x = _float_input(fn, name, x)
+    _checks.at_least_1d(fn, name, x)
+    axis = _checks.normalize_axis(fn, axis, x.ndim)
+    return x, axis, _checks.log_base_factor(fn, base), _checks.broadcast_mask(fn, where, x.shape)
+
+
 @functools.partial(jax.jit, static_argnames=("axis", "base"))
 def entropy(
     probabilities: ArrayLike,
@@ -74,12 +82,7 @@ def entropy(
       C. E. Shannon, "A Mathematical Theory of Communication", Bell System Technical
       Journal 27 (1948), 379-423, 623-656.
     """
-    fn = "entropy"
-    p = _float_input(fn, "probabilities", probabilities)
-    _checks.at_least_1d(fn, "probabilities", p)
-    axis = _checks.normalize_axis(fn, axis, p.ndim)
-    factor = _checks.log_base_factor(fn, base)
-    where = _checks.broadcast_mask(fn, where, p.shape)
+    p, axis, factor, where = _class_axis_input("entropy", "probabilities", probabilities, axis, base, where)
     terms = _math.neg_xlogx(p if where is None else jnp.where(where, p, 0))
     return _math.positive_zero(_in_base(jnp.sum(terms, axis=axis), factor))
 
@@ -137,12 +140,7 @@ def entropy_from_logits(
       C. E. Shannon, "A Mathematical Theory of Communication", Bell System Technical
       Journal 27 (1948), 379-423, 623-656.
     """
-    fn = "entropy_from_logits"
-    lg = _float_input(fn, "logits", logits)
-    _checks.at_least_1d(fn, "logits", lg)
-    axis = _checks.normalize_axis(fn, axis, lg.ndim)
-    factor = _checks.log_base_factor(fn, base)
-    where = _checks.broadcast_mask(fn, where, lg.shape)
+    lg, axis, factor, where = _class_axis_input("entropy_from_logits", "logits", logits, axis, base, where)
     if where is not None:
         lg = jnp.where(where, lg, -jnp.inf)
     h = jnp.squeeze(_math.entropy_logits(lg, axis), axis=axis)

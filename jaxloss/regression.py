@@ -14,13 +14,7 @@ from . import _checks, reduce
 __all__ = ["squared_error", "half_squared_error", "mse"]
 
 
-def _pair(fn: str, predictions, targets):
-    predictions = _checks.as_float_array(fn, "predictions", predictions)
-    dtype = _checks.compute_dtype(predictions, targets)
-    targets = _checks.as_label_array(fn, "targets", targets, dtype)
-    _checks.same_shape(fn, ("predictions", "targets"), predictions, targets)
-    shape = _checks.pair_shape(predictions, targets)
-    return jnp.broadcast_to(predictions.astype(dtype), shape), jnp.broadcast_to(targets, shape)
+_NAMES = ("predictions", "targets")
 
 
 @jax.jit
@@ -45,7 +39,7 @@ def squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Array:
       >>> jaxloss.squared_error(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))
       Array([1., 4.], dtype=float32)
     """
-    p, t = _pair("squared_error", predictions, targets)
+    p, t = _checks.paired("squared_error", _NAMES, predictions, targets)
     return jnp.square(p - t)
 
 
@@ -69,7 +63,7 @@ def half_squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Arr
       >>> jax.grad(lambda p: jaxloss.half_squared_error(p, 1.0))(3.0)
       Array(2., dtype=float32, weak_type=True)
     """
-    p, t = _pair("half_squared_error", predictions, targets)
+    p, t = _checks.paired("half_squared_error", _NAMES, predictions, targets)
     return 0.5 * jnp.square(p - t)
 
 
@@ -105,7 +99,7 @@ def mse(
       >>> jaxloss.mse(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 2.0, 6.0]))
       Array(3., dtype=float32)
     """
-    p, t = _pair("mse", predictions, targets)
+    p, t = _checks.paired("mse", _NAMES, predictions, targets)
     weights = None if weights is None else _checks.broadcast_option("mse", "weights", weights, p.shape, p.dtype)
     where = _checks.broadcast_mask("mse", where, p.shape)
     if where is not None:
