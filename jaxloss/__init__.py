@@ -19,6 +19,7 @@ from .reduce import mean as mean
 from .regression import half_squared_error as half_squared_error
 from .regression import mse as mse
 from .regression import squared_error as squared_error
+from .validate import checked as checked
 
 try:
     __version__ = _metadata.version("jaxloss")
@@ -31,6 +32,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_entropy",
     "binary_entropy_from_logits",
+    "checked",
     "entropy",
     "entropy_from_logits",
     "half_squared_error",

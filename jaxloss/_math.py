@@ -46,17 +46,20 @@ def _exp_neg_abs(z):
 
 
 def log1p(x):
-    """log(1 + x) for x >= 0, to within about 1.5 ulp everywhere (measured against mpmath).
+    """log(1 + x) for x > -1, to within about 1.5 ulp everywhere (measured against mpmath).
 
-    XLA's CPU log1p is within 0.8 ulp below x = 0.4 but off by up to 2.5 ulp on [0.4, 0.65). From 0.4 up
-    we take, with u = fl(1 + x), log(u) - ((u - 1) - x) / u: (u - 1) is exact, so the quotient is u's
-    rounding error, corrected to first order (1.5 ulp, falling to 0.9 above x = 1). The 1 is hidden from
-    XLA's algebraic simplifier, which would otherwise fold (1 + x) - 1 into x and drop the correction.
+    XLA's CPU log1p is within 0.8 ulp below x = 0.4 but off by up to 2.5 ulp on [0.4, 0.65), and in float64 by
+    up to 128 ulp on [-0.4142, -0.3585]. On [-0.5, -0.25] and from 0.4 up we take, with u = fl(1 + x),
+    log(u) - ((u - 1) - x) / u: (u - 1) is exact (u >= 1/2), so the quotient is u's rounding error, corrected
+    to first order. The 1 is hidden from XLA's algebraic simplifier, which would otherwise fold (1 + x) - 1
+    into x and drop the correction.
     """
+    xla = ((x > -0.25) & (x < 0.4)) | (x < -0.5)
+    xc = jnp.where(x < -0.5, -0.5, x)  # the corrected branch's input kept where u >= 1/2 (no 0/0 at x = -1)
     one = jax.lax.optimization_barrier(jnp.ones((), x.dtype))
-    u = one + x
-    corrected = jnp.log(u) - ((u - one) - x) / u
-    return jnp.where(x < 0.4, jnp.log1p(x), corrected)
+    u = one + xc
+    corrected = jnp.log(u) - ((u - one) - xc) / u
+    return jnp.where(xla, jnp.log1p(x), corrected)
 
 
 # --------------------------------------------------------------------------- sigmoid family
@@ -253,7 +256,7 @@ def binary_entropy(p):
     """-p log p - (1 - p) log(1 - p), with log(1 - p) = log1p(-p) accurate for small p."""
     zero, one = p == 0, p == 1
     a = jnp.where(zero, 0, -p * jnp.log(_safe(p, zero, 1)))
-    b = jnp.where(one, 0, -(1 - p) * jnp.log1p(-_safe(p, one, 0)))
+    b = jnp.where(one, 0, -(1 - p) * log1p(-_safe(p, one, 0)))
     return a + b
 
 
@@ -264,7 +267,7 @@ def _binary_entropy_jvp(primals, tangents):
     edge = zero | one
     q = _safe(p, edge, 0.5)
     # h'(p) = log(1 - p) - log(p) inside; at p = 0 and 1, +-1 (the entropy convention d(-x log x)/dx = 0 at x = 0).
-    slope = jnp.where(zero, 1, jnp.where(one, -1, jnp.log1p(-q) - jnp.log(q)))
+    slope = jnp.where(zero, 1, jnp.where(one, -1, log1p(-q) - jnp.log(q)))
     return binary_entropy(p), slope * dp
 
 
@@ -325,7 +328,7 @@ def _softmax_parts(logits, axis):
     e = jnp.exp(d_hi)
     e = e + e * d_lo  # exp(hi + lo) to first order; lo is below half an ulp of hi
     u = jnp.where(e == 0, 0, -d_hi - d_lo)  # a class that is out contributes e u = 0 (never 0 * inf)
-    top = d_hi == 0
+    top = logits == m  # not d_hi == 0: XLA flushes a subnormal d_hi in some fusions and not in others
     s1 = jnp.sum(jnp.where(top, 0, e), axis=axis, keepdims=True) + (
         jnp.sum(top, axis=axis, keepdims=True, dtype=e.dtype) - 1
     )

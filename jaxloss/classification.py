@@ -45,6 +45,10 @@ def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None
     if label_smoothing is None:
         return loss(y), where
     alpha = _checks.as_label_array(fn, "label_smoothing", label_smoothing, dtype)
+    if alpha.ndim:
+        raise ValueError(
+            f"jaxloss.{fn}: label_smoothing must be a scalar in [0, 1]; got shape {alpha.shape}. Pass one number."
+        )
     # Keras smoothing y -> y (1 - alpha) + alpha / 2, written as a mix of two losses: L is linear in y, so
     # L(z, y') = (1 - alpha) L(z, y) + alpha L(z, 1/2). No rounded y' (whose error grows with |z|), no cancellation.
     return (1 - alpha) * loss(y) + _math.times(alpha, loss(jnp.full_like(y, 0.5))), where
@@ -108,6 +112,10 @@ def sigmoid_binary_cross_entropy(
     References:
       PyTorch ``BCEWithLogitsLoss`` (``pos_weight``); Keras ``BinaryCrossentropy`` (``label_smoothing``).
     """
+    _checks.screen(
+        "sigmoid_binary_cross_entropy",
+        {"logits": logits, "labels": labels, "pos_weight": pos_weight, "label_smoothing": label_smoothing},
+    )
     _check_options("sigmoid_binary_cross_entropy", pos_weight, label_smoothing)
     smoothing = None if _is_python_zero(label_smoothing) else label_smoothing
     return _sigmoid_bce(logits, labels, pos_weight, smoothing)
@@ -159,12 +167,23 @@ def bce_with_logits(
       >>> jaxloss.bce_with_logits(jnp.array([0.0, 0.0]), jnp.array([0.0, 1.0]))
       Array(0.6931472, dtype=float32)
     """
+    _checks.screen(
+        "bce_with_logits",
+        {
+            "logits": logits,
+            "labels": labels,
+            "pos_weight": pos_weight,
+            "label_smoothing": label_smoothing,
+            "weights": weights,
+            "where": where,
+        },
+    )
     _check_options("bce_with_logits", pos_weight, label_smoothing)
     smoothing = None if _is_python_zero(label_smoothing) else label_smoothing
     return _bce_mean(logits, labels, pos_weight, smoothing, weights, where, axis_name)
 
 
-@jax.jit
+@_checks.public()
 def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.Array:
     r"""Elementwise binary cross-entropy from probabilities, exact, with :math:`0 \log 0 = 0` and no epsilon.
 
@@ -203,5 +222,5 @@ def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.
     # Double where: the switched-off term's input is made safe first, so neither its value nor its
     # derivative can produce 0 * inf.
     pos = jnp.where(off_pos, 0, -y * jnp.log(jnp.where(off_pos, 1, p)))
-    neg = jnp.where(off_neg, 0, -(1 - y) * jnp.log1p(-jnp.where(off_neg, 0, p)))
+    neg = jnp.where(off_neg, 0, -(1 - y) * _math.log1p(-jnp.where(off_neg, 0, p)))
     return pos + neg

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -31,7 +29,7 @@ def _class_axis_input(fn: str, name: str, x, axis, base, where):
     return x, axis, _checks.log_base_factor(fn, base), _checks.broadcast_mask(fn, where, x.shape)
 
 
-@functools.partial(jax.jit, static_argnames=("axis", "base"))
+@_checks.public(static_argnames=("axis", "base"))
 def entropy(
     probabilities: ArrayLike,
     /,
@@ -87,7 +85,7 @@ def entropy(
     return _math.positive_zero(_in_base(jnp.sum(terms, axis=axis), factor))
 
 
-@functools.partial(jax.jit, static_argnames=("axis", "base"))
+@_checks.public(static_argnames=("axis", "base"))
 def entropy_from_logits(
     logits: ArrayLike,
     /,
@@ -147,7 +145,7 @@ def entropy_from_logits(
     return _math.positive_zero(_in_base(h, factor))
 
 
-@functools.partial(jax.jit, static_argnames=("base",))
+@_checks.public(static_argnames=("base",))
 def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) -> jax.Array:
     r"""Elementwise binary entropy :math:`h(p) = -p\log p - (1-p)\log(1-p)`.
 
@@ -180,7 +178,7 @@ def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) ->
     return _math.positive_zero(_in_base(_math.binary_entropy(p), _checks.log_base_factor(fn, base)))
 
 
-@functools.partial(jax.jit, static_argnames=("base",))
+@_checks.public(static_argnames=("base",))
 def binary_entropy_from_logits(logits: ArrayLike, /, *, base: float | None = None) -> jax.Array:
     r"""Elementwise binary entropy of :math:`\sigma(x)`, accurate in both tails.
 

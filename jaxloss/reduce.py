@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Hashable
 
 import jax
@@ -58,7 +57,7 @@ def prepare(fn: str, values, weights, where):
     return values, weights, where
 
 
-@functools.partial(jax.jit, static_argnames=("axis_name",))
+@_checks.public(static_argnames=("axis_name",))
 def mean(
     values: ArrayLike,
     /,
@@ -81,12 +80,16 @@ def mean(
     a NaN or inf there does not reach the value or the gradient. A NaN among the
     selected values gives NaN.
 
+    The totals are sums: values whose sum leaves the float range (e.g. two values of 3e38 in float32)
+    give ``inf`` even when their mean is finite.
+
     Under differentiation the mean is linear in ``values``: the gradient is
     :math:`w_i [\text{where}_i] / \sum_j w_j [\text{where}_j]`.
 
     Args:
       values: per-element losses, any shape ``[...]``, real floating dtype.
-      weights: optional non-negative weights that broadcast to ``values.shape``.
+      weights: optional finite, non-negative weights that broadcast to ``values.shape``
+        (an infinite weight gives NaN; ``jaxloss.checked`` reports both).
       where: optional boolean mask that broadcasts to ``values.shape``.
       axis_name: inside ``jax.shard_map`` (or ``pmap``), the mapped axis to
         average over: the per-device totals are ``psum``-ed, so the result is the

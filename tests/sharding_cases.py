@@ -173,19 +173,12 @@ CASES = {
         lambda z, y, w, m: jaxloss.checked(jaxloss.bce_with_logits)(z, y, weights=w, where=m),
         ("z", "soft", "w", "m"),
         MEAN_ULPS,
+        True,
         jit=False,
     ),
     "checked/batch.mse": Case(
         lambda p, t, m: jaxloss.checked(batch.mse)(p, t, where=m), ("p", "t", "m"), ROW_ULPS, jit=False
     ),
-}
-# jaxloss.checked on inputs sharded over an Explicit mesh (jax.make_mesh's default in jax 0.10) fails
-# with "ShardingTypeError: dynamic_slice on sharded dims ..." in jaxloss/validate.py:_report, which
-# indexes the flattened (sharded) input to report the first offending value. Fixed by a masked sum
-# instead of the index; remove this marker when that lands (strict: an unexpected pass fails).
-KNOWN_FAILURES = {
-    name: "jaxloss.checked indexes a sharded array (validate._report); see the comment above"
-    for name in ("checked/bce_with_logits", "checked/batch.mse")
 }
 
 
@@ -197,15 +190,7 @@ def test_every_public_function_has_a_case():
     assert {f"batch.{name}" for name in batch.__all__} - covered == set(), "jaxloss.batch functions without a case"
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name]))
-        if name in KNOWN_FAILURES
-        else name
-        for name in CASES
-    ],
-)
+@pytest.mark.parametrize("name", list(CASES))
 def test_sharded_equals_single_device(mesh, name):
     case = CASES[name]
     sharded_spec, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())

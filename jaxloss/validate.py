@@ -1,0 +1,320 @@
+"""Value checks that work under jit: :func:`jaxloss.checked`.
+
+The public functions check shapes and dtypes at trace time (plain Python, see
+:mod:`jaxloss._checks`) but never look at values: a label of 1.5 or a NaN logit
+flows through like any other number. ``jaxloss.checked(fn)`` adds the value
+checks, through :mod:`jax.experimental.checkify`, so they run inside compiled
+code. The unwrapped functions are untouched and pay nothing.
+
+The checks are chosen by argument *name*, so they apply to every function that
+uses the names below (the core functions, :mod:`jaxloss.batch`, or your own):
+
+=================== ==================================================
+argument            allowed values
+=================== ==================================================
+``labels``          in [0, 1] (so never NaN)
+``probabilities``   in [0, 1]
+``logits``          not NaN; ``-inf`` and ``+inf`` are allowed (limits)
+``predictions``     finite
+``targets``         finite
+``values``          not NaN (an infinite loss is a value; NaN is not)
+``weights``         finite and >= 0
+``pos_weight``      finite and >= 0
+``label_smoothing`` in [0, 1]
+=================== ==================================================
+
+Entries that a function never reads are not checked: those where ``where`` is
+False, and, in the means, those whose weight is 0 (the documented contract of
+:func:`jaxloss.mean`). ``weights`` themselves are checked where ``where`` is True.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+__all__ = ["checked"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    expected: str  # completes "<arg> ..."
+    fix: str
+    ok: Callable[[jax.Array], jax.Array]
+    data: bool  # an element-wise data argument: unchecked where `where` is False or the weight is 0
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.floating)
+
+
+def _not_nan(x):
+    return ~jnp.isnan(x) if _is_float(x) else jnp.ones(x.shape, bool)
+
+
+def _finite(x):
+    return jnp.isfinite(x) if _is_float(x) else jnp.ones(x.shape, bool)
+
+
+def _unit(x):
+    return (x >= 0) & (x <= 1)  # False for NaN
+
+
+def _nonnegative_finite(x):
+    return _finite(x) & (x >= 0)
+
+
+_NAN_FIX = "Find where it came from (e.g. jax.config.update('jax_debug_nans', True)) before the loss."
+_UNIT = "must be in [0, 1]"
+
+_RULES: dict[str, _Rule] = {
+    "labels": _Rule(_UNIT, "Fix the labels upstream (hard labels 0/1 or soft labels in [0, 1]).", _unit, True),
+    "probabilities": _Rule(
+        _UNIT,
+        "Pass probabilities (e.g. jax.nn.sigmoid or softmax outputs), or use the from-logits form.",
+        _unit,
+        True,
+    ),
+    "logits": _Rule("must not be NaN (-inf and +inf are allowed)", _NAN_FIX, _not_nan, True),
+    "predictions": _Rule("must be finite", _NAN_FIX, _finite, True),
+    "targets": _Rule("must be finite", _NAN_FIX, _finite, True),
+    "values": _Rule("must not be NaN", _NAN_FIX, _not_nan, True),
+    "weights": _Rule("must be finite and >= 0", "Pass non-negative finite weights.", _nonnegative_finite, False),
+    "pos_weight": _Rule(
+        "must be finite and >= 0", "Pass a non-negative finite pos_weight (1 means none).", _nonnegative_finite, False
+    ),
+    "label_smoothing": _Rule(_UNIT, "Pass label_smoothing in [0, 1] (0 means none).", _unit, False),
+}
+
+
+def _public_name(fn) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    module = getattr(fn, "__module__", None) or ""
+    if module == "jaxloss.batch":
+        return f"jaxloss.batch.{name}"
+    if module == "jaxloss" or module.startswith("jaxloss."):
+        return f"jaxloss.{name}"
+    qualname = getattr(fn, "__qualname__", name)
+    return f"{module}.{qualname}" if module else qualname
+
+
+def _is_real(dtype) -> bool:
+    """Float (bfloat16 included: its NumPy kind is 'V'), integer or bool."""
+    return any(jnp.issubdtype(dtype, kind) for kind in (jnp.floating, jnp.integer, jnp.bool_))
+
+
+def _is_dynamic(x) -> bool:
+    """Arrays are traced (so one compilation serves every value); everything else is passed to ``fn`` as given."""
+    return isinstance(x, jax.Array) or (isinstance(x, np.ndarray) and _is_real(x.dtype))
+
+
+def _fit(mask: jax.Array | None, shape: tuple[int, ...]) -> jax.Array | None:
+    """``mask`` as a selection over an argument of ``shape``; a scalar argument is read if anything is selected."""
+    if mask is None:
+        return None
+    try:
+        fits = jnp.broadcast_shapes(mask.shape, shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if fits:
+        return jnp.broadcast_to(mask, shape)
+    return jnp.any(mask) if len(shape) == 0 else None
+
+
+def _unravel(flat: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, ...]:
+    """The row-major index of a non-negative flat index, with plain integer ops (no sign handling to compile)."""
+    index, stride = [], 1
+    for size in reversed(shape):
+        index.append(jax.lax.rem(jax.lax.div(flat, np.array(stride, flat.dtype)), np.array(size, flat.dtype)))
+        stride *= size
+    return tuple(reversed(index))
+
+
+def _report(fn_name: str, arg: str, rule: _Rule, x: jax.Array, bad: jax.Array) -> None:
+    if x.size == 0:
+        return
+    flat = bad.ravel()
+    positions = jax.lax.iota(jnp.int32, x.size)
+    first = jnp.min(jnp.where(flat, positions, x.size - 1))  # the first offending entry in row-major order
+    count = jnp.sum(flat, dtype=jnp.int32)
+    if x.ndim == 0:
+        where, index = arg, ()
+    else:
+        where = arg + "[" + ", ".join(["{}"] * x.ndim) + "]"
+        index = _unravel(first, x.shape)
+    message = f"{fn_name}: {arg} {rule.expected}; got {where} = {{}} ({{}} of {x.size} entries offending). {rule.fix}"
+    # A masked sum, not an index: indexing a sharded array (an Explicit mesh) is a sharding error.
+    value = jax.lax.stop_gradient(jnp.sum(jnp.where(positions == first, x.ravel(), 0)))
+    checkify.check(count == 0, message, *index, value, count)
+
+
+def _mask(value, select) -> jax.Array | None:
+    """``select(value)`` for a real array, None otherwise (a bad ``where`` or ``weights`` makes fn raise anyway)."""
+    if value is None:
+        return None
+    try:
+        x = jnp.asarray(value)
+    except (TypeError, ValueError):
+        return None
+    if not _is_real(x.dtype):
+        return None
+    return select(x)
+
+
+def _check_values(fn_name: str, names: list[str], arguments: dict[str, Any]) -> None:
+    where = _mask(arguments.get("where"), lambda m: m if m.dtype == bool else None)
+    nonzero = _mask(arguments.get("weights"), lambda w: w != 0)
+    for arg in names:
+        value = arguments.get(arg)
+        if value is None:
+            continue
+        rule = _RULES[arg]
+        try:
+            x = jnp.asarray(value)
+        except (TypeError, ValueError):
+            continue  # not an array: fn raises its own TypeError when traced
+        if not _is_real(x.dtype):
+            continue  # complex, ...: likewise
+        bad = ~rule.ok(x)
+        masks = [where, nonzero] if rule.data else ([where] if arg == "weights" else [])
+        for mask in masks:
+            selected = _fit(mask, x.shape)
+            if selected is not None:
+                bad = bad & selected
+        _report(fn_name, arg, rule, x, bad)
+
+
+def _call(fn: Callable, static: tuple, dynamic: dict[str, Any]):
+    """``fn`` with its value checks staged first; runs inside ``checkify.checkify``."""
+    signature = inspect.signature(fn)
+    arguments = {name: value for name, _, value in static}
+    arguments.update(dynamic)
+    bound = inspect.BoundArguments(signature, {p: arguments[p] for p in signature.parameters if p in arguments})
+    # The checks are staged before fn: checkify's cost per check grows with the size of the trace so far.
+    # They only record; fn's own trace-time errors (shapes, dtypes) still raise when fn is traced below.
+    _check_values(_public_name(fn), [p for p in signature.parameters if p in _RULES], arguments)
+    return fn(*bound.args, **bound.kwargs)
+
+
+def _build(fn: Callable, static: tuple):
+    return jax.jit(checkify.checkify(functools.partial(_call, fn, static), errors=checkify.user_checks))
+
+
+# One compiled function per (fn, non-array arguments), shared by every checked(fn): writing
+# jaxloss.checked(jaxloss.mse)(p, t) inside a loop compiles once per shape and dtype.
+_cached_build = functools.lru_cache(maxsize=256)(_build)
+
+
+def _throw(err) -> None:
+    """Raise the first failed check, printing each value in its own dtype (1.2, not 1.2000000476837158)."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(err)):
+        err.throw()  # staged (under an outer checkify, vmap, ...): JAX raises or functionalizes it
+        return
+    exc = err.get_exception()
+    if exc is None:
+        return
+    fmt = getattr(exc, "fmt_string", None)
+    if fmt is None:
+        err.throw()
+        return
+    values = [np.asarray(a)[()] for a in exc.args]
+    kwargs = {k: np.asarray(v)[()] for k, v in exc.kwargs.items()}
+    raise checkify.JaxRuntimeError(fmt.format(*values, **kwargs))
+
+
+def checked(fn: Callable) -> Callable:
+    r"""``fn`` with value checks that raise, eagerly and under ``jax.jit``, instead of returning a wrong number.
+
+    The wrapper has ``fn``'s signature; ``fn``'s own trace-time errors (shapes,
+    dtypes, Python-number options) come first, unchanged. It then checks the
+    values of the arguments it knows by name (see :mod:`jaxloss.validate`: ``labels`` and
+    ``probabilities`` in [0, 1], no NaN in ``logits`` (±inf allowed), finite
+    ``predictions`` and ``targets``, non-negative finite ``weights`` and
+    ``pos_weight``, ``label_smoothing`` in [0, 1]). The first failure raises
+    :class:`jax.experimental.checkify.JaxRuntimeError` (a ``ValueError``) naming
+    the function, the argument, the first offending index and its value, and the
+    number of offending entries. Entries left out by ``where`` (or with weight 0
+    in a mean) are not checked, since the function never reads them.
+
+    The checks run in compiled code (``jax.jit`` of ``checkify.checkify(fn)``,
+    cached per shape, dtype and non-array options), so calling the checked
+    function raises directly, with or without jit inside. A Python error cannot
+    leave compiled code, so inside *your own* ``jax.jit`` (a training step),
+    functionalize the step with checkify and throw outside it::
+
+        step = jax.jit(checkify.checkify(train_step))  # train_step calls checked(jaxloss.bce_with_logits)
+        err, out = step(params, batch)
+        err.throw()
+
+    (``jax.jit(checked(fn))`` without checkify fails to compile with JAX's
+    "check which was not functionalized" error.) ``jax.grad`` and ``jax.vmap`` of a
+    checked function work as for ``fn``. The unwrapped functions contain no check.
+
+    Args:
+      fn: a public jaxloss function (``jaxloss.bce_with_logits``,
+        ``jaxloss.batch.mse``, ...) or any function whose arguments use the names
+        above.
+
+    Returns:
+      A function with ``fn``'s signature and results.
+
+    Raises:
+      TypeError: at wrapping time, when ``fn`` has no argument with a known name.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> safe_bce = jaxloss.checked(jaxloss.bce_with_logits)
+      >>> safe_bce(jnp.array([0.0, 0.0]), jnp.array([0.0, 1.0]))
+      Array(0.6931472, dtype=float32)
+      >>> try:
+      ...     safe_bce(jnp.array([0.0, 0.0, 0.0]), jnp.array([0.0, 1.0, 2.0]))
+      ... except ValueError as err:
+      ...     print(str(err).split(". ")[0])
+      jaxloss.bce_with_logits: labels must be in [0, 1]; got labels[2] = 2.0 (1 of 3 entries offending)
+    """
+    if getattr(fn, "_jaxloss_checked", False):
+        return fn
+    if not callable(fn):
+        raise TypeError(f"jaxloss.checked: fn must be a function; got {type(fn).__name__}. Pass e.g. jaxloss.mse.")
+    fn_name = _public_name(fn)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"jaxloss.checked: cannot read the signature of {fn_name}; the checks are chosen by argument name. "
+            f"Wrap a function with named arguments."
+        ) from None
+    names = [name for name in signature.parameters if name in _RULES]
+    if not names:
+        raise TypeError(
+            f"jaxloss.checked: {fn_name} has no argument it knows how to check; expected one of "
+            f"{', '.join(_RULES)}, got ({', '.join(signature.parameters)}). Wrap a jaxloss function."
+        )
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise TypeError(f"{fn_name}: {err}") from None
+        dynamic = {k: v for k, v in bound.arguments.items() if _is_dynamic(v)}
+        # The type is part of the key: 1, 1.0 and True are equal but not interchangeable.
+        static = tuple((k, type(v), v) for k, v in bound.arguments.items() if k not in dynamic)
+        try:
+            run = _cached_build(fn, static)
+        except TypeError:  # an unhashable option (a list, ...): trace afresh
+            run = _build(fn, static)
+        err, out = run(dynamic)
+        _throw(err)
+        return out
+
+    wrapper._jaxloss_checked = True  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,973 @@
+"""The bad-input matrix: one row per case, each asserting its documented outcome.
+
+Every row is a call (a Python expression) and its outcome: an exception type and the start of its message
+(which names the function and the argument), a value, or "the same result as" another call. Rows that
+``jaxloss.checked`` turns into errors call it explicitly. Rows marked with a known issue are strict xfails:
+they state the intended outcome, fail today, and must be unmarked when the core is fixed.
+
+The same table renders ``docs/bad_inputs.md``; ``test_the_rendered_matrix_is_up_to_date`` keeps the two in
+sync. Regenerate the page with ``python tests/test_bad_inputs.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import sys
+
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import jaxloss
+
+DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bad_inputs.md"
+
+# The names a row's call may use (shown at the top of the rendered page).
+SETUP = """\
+import jax, jax.numpy as jnp, numpy as np, jaxloss
+inf, nan = float("inf"), float("nan")
+P = jnp.array([0.25, 0.5, 0.75])  # predictions / probabilities
+Y = jnp.array([0.0, 1.0, 0.5])  # targets / labels
+Z = jnp.array([-1.0, 0.0, 2.0])  # logits
+W = jnp.array([1.0, 2.0, 1.0])  # weights
+M = jnp.array([True, False, True])  # where
+R = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # rows of probabilities (or logits)"""
+
+
+def namespace() -> dict:
+    ns: dict = {}
+    exec(SETUP, ns)  # the rendered page shows exactly this
+    return ns
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclasses.dataclass(frozen=True)
+class Raises:
+    """``error`` is raised and its message starts with ``message``."""
+
+    error: type[BaseException]
+    message: str
+
+    def render(self) -> str:
+        name = "JaxRuntimeError (a ValueError)" if self.error is checkify.JaxRuntimeError else self.error.__name__
+        return f"**{name}**: {self.message}…"
+
+
+@dataclasses.dataclass(frozen=True)
+class Value:
+    """The result equals ``expected`` (an expression) bit for bit, NaN included, with the same shape; float32."""
+
+    expected: str
+
+    def render(self) -> str:
+        return f"`{self.expected}`"
+
+
+@dataclasses.dataclass(frozen=True)
+class Same:
+    """The result equals that of the call ``other`` bit for bit."""
+
+    other: str
+
+    def render(self) -> str:
+        return f"same as `{self.other}`"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    category: str
+    case: str
+    call: str
+    outcome: Raises | Value | Same
+    issue: str = ""  # a known core issue (see ISSUES): the row is a strict xfail until it is fixed
+
+
+ISSUES: dict[str, str] = {}  # name -> description of a known core issue (none open)
+
+
+# --------------------------------------------------------------------------- the rows
+
+# function -> (its first array argument, the call with {x} in its place)
+FIRST = {
+    "squared_error": ("predictions", "jaxloss.squared_error({x}, Y)"),
+    "half_squared_error": ("predictions", "jaxloss.half_squared_error({x}, Y)"),
+    "mse": ("predictions", "jaxloss.mse({x}, Y)"),
+    "sigmoid_binary_cross_entropy": ("logits", "jaxloss.sigmoid_binary_cross_entropy({x}, Y)"),
+    "bce_with_logits": ("logits", "jaxloss.bce_with_logits({x}, Y)"),
+    "binary_cross_entropy": ("probabilities", "jaxloss.binary_cross_entropy({x}, Y)"),
+    "binary_entropy": ("probabilities", "jaxloss.binary_entropy({x})"),
+    "binary_entropy_from_logits": ("logits", "jaxloss.binary_entropy_from_logits({x})"),
+    "entropy": ("probabilities", "jaxloss.entropy({x})"),
+    "entropy_from_logits": ("logits", "jaxloss.entropy_from_logits({x})"),
+    "mean": ("values", "jaxloss.mean({x})"),
+}
+# paired function -> (first argument, its valid value, second argument)
+PAIRED = {
+    "squared_error": ("predictions", "P", "targets"),
+    "half_squared_error": ("predictions", "P", "targets"),
+    "mse": ("predictions", "P", "targets"),
+    "sigmoid_binary_cross_entropy": ("logits", "Z", "labels"),
+    "bce_with_logits": ("logits", "Z", "labels"),
+    "binary_cross_entropy": ("probabilities", "P", "labels"),
+}
+ENTROPIES = ("entropy", "entropy_from_logits", "binary_entropy", "binary_entropy_from_logits")
+
+
+def dtype_rows() -> list[Row]:
+    rows = []
+    for kind, x, dtype in (
+        ("integer", "jnp.array([0, 1, 1])", "int32"),
+        ("boolean", "jnp.array([False, True, True])", "bool"),
+        ("complex", "jnp.array([0j, 1, 1])", "complex64"),
+    ):
+        for fn, (arg, call) in FIRST.items():
+            message = f"jaxloss.{fn}: {arg} must be a real floating-point array; got dtype {dtype}"
+            rows.append(Row("dtype", f"{kind} {arg}", call.format(x=x), Raises(TypeError, message)))
+    for fn, (arg, call) in FIRST.items():
+        message = f"jaxloss.{fn}: {arg} must be a real floating-point array"
+        rows.append(
+            Row(
+                "dtype",
+                f"string {arg}",
+                call.format(x='np.array(["0", "1", "1"])'),
+                Raises(TypeError, message),
+            )
+        )
+    rows.append(
+        Row(
+            "dtype",
+            "Python string",
+            'jaxloss.mse("abc", Y)',
+            Raises(TypeError, "jaxloss.mse: predictions must"),
+        )
+    )
+    rows.append(
+        Row(
+            "dtype",
+            "None",
+            "jaxloss.entropy(None)",
+            Raises(TypeError, "jaxloss.entropy: probabilities must be a real floating-point array; got NoneType"),
+        )
+    )
+    for fn, (_, value, second) in PAIRED.items():
+        for kind, y in (("integer", "jnp.array([0, 1, 1])"), ("boolean", "jnp.array([False, True, True])")):
+            rows.append(
+                Row(
+                    "dtype",
+                    f"{kind} {second} (accepted, promoted)",
+                    f"jaxloss.{fn}({value}, {y})",
+                    Same(f"jaxloss.{fn}({value}, jnp.array([0.0, 1.0, 1.0]))"),
+                )
+            )
+        message = f"jaxloss.{fn}: {second} must be a real numeric array (float, int or bool); got dtype complex64"
+        rows.append(
+            Row(
+                "dtype",
+                f"complex {second}",
+                f"jaxloss.{fn}({value}, jnp.array([0j, 1, 1]))",
+                Raises(TypeError, message),
+            )
+        )
+        rows.append(
+            Row(
+                "dtype",
+                f"string {second}",
+                f'jaxloss.{fn}({value}, np.array(["0", "1", "1"]))',
+                Raises(TypeError, f"jaxloss.{fn}: {second} must be a real numeric array"),
+            )
+        )
+    rows += [
+        Row(
+            "dtype",
+            "integer weights (accepted)",
+            "jaxloss.mean(P, weights=jnp.array([1, 2, 1]))",
+            Same("jaxloss.mean(P, weights=W)"),
+        ),
+        Row(
+            "dtype",
+            "complex weights",
+            "jaxloss.mse(P, Y, weights=W + 0j)",
+            Raises(
+                TypeError, "jaxloss.mse: weights must be a real numeric array (float, int or bool); got dtype complex64"
+            ),
+        ),
+        Row(
+            "dtype",
+            "bfloat16 inputs (computed in float32)",
+            "jaxloss.mse(P.astype(jnp.bfloat16), Y)",
+            Same("jaxloss.mse(P.astype(jnp.bfloat16).astype(jnp.float32), Y)"),
+        ),
+    ]
+    return rows
+
+
+def shape_rows() -> list[Row]:
+    rows = []
+    for fn, (first, value, second) in PAIRED.items():
+        message = f"jaxloss.{fn}: {first} and {second} must have the same shape (no broadcasting); got (3,) and (3, 1)"
+        rows.append(
+            Row("shape", "(3,) against (3, 1)", f"jaxloss.{fn}({value}, Y[:, None])", Raises(ValueError, message))
+        )
+    rows += [
+        Row(
+            "shape",
+            "(3,) against (2,)",
+            "jaxloss.mse(P, Y[:2])",
+            Raises(
+                ValueError,
+                "jaxloss.mse: predictions and targets must have the same shape (no broadcasting); got (3,) and (2,)",
+            ),
+        ),
+        Row(
+            "shape",
+            "(2, 1) against (2, 2)",
+            "jaxloss.bce_with_logits(R[:, :1], R)",
+            Raises(
+                ValueError,
+                "jaxloss.bce_with_logits: logits and labels must have the same shape (no broadcasting); "
+                "got (2, 1) and (2, 2)",
+            ),
+        ),
+    ]
+    return rows
+
+
+def scalar_rows() -> list[Row]:
+    return [
+        Row(
+            "scalar",
+            "Python scalar targets stand for all",
+            "jaxloss.mse(P, 0.5)",
+            Same("jaxloss.mse(P, jnp.full(3, 0.5))"),
+        ),
+        Row(
+            "scalar",
+            "0-d array labels stand for all",
+            "jaxloss.sigmoid_binary_cross_entropy(Z, jnp.array(1.0))",
+            Same("jaxloss.sigmoid_binary_cross_entropy(Z, jnp.ones(3))"),
+        ),
+        Row(
+            "scalar",
+            "scalar predictions stand for all",
+            "jaxloss.squared_error(0.5, Y)",
+            Same("jaxloss.squared_error(jnp.full(3, 0.5), Y)"),
+        ),
+        Row(
+            "scalar",
+            "two scalars",
+            "jaxloss.binary_cross_entropy(0.5, 1.0)",
+            Same("jaxloss.binary_cross_entropy(jnp.array(0.5), jnp.array(1.0))"),
+        ),
+        Row("scalar", "scalar mean", "jaxloss.mean(2.0)", Value("2.0")),
+        Row(
+            "scalar",
+            "Python int predictions",
+            "jaxloss.mse(1, Y)",
+            Raises(TypeError, "jaxloss.mse: predictions must be a real floating-point array; got dtype int32"),
+        ),
+        Row(
+            "scalar",
+            "scalar probabilities (no class axis)",
+            "jaxloss.entropy(jnp.array(0.5))",
+            Raises(
+                ValueError,
+                "jaxloss.entropy: probabilities must have at least one dimension (the class axis); got a scalar",
+            ),
+        ),
+        Row(
+            "scalar",
+            "scalar logits (no class axis)",
+            "jaxloss.entropy_from_logits(0.5)",
+            Raises(
+                ValueError,
+                "jaxloss.entropy_from_logits: logits must have at least one dimension (the class axis); got a scalar",
+            ),
+        ),
+        Row(
+            "scalar",
+            "batch of scalars (no example axis)",
+            "jaxloss.batch.mse(1.0, 2.0)",
+            Raises(
+                ValueError,
+                "jaxloss.batch.mse: predictions must have a leading example axis (shape [B, ...]); got a scalar",
+            ),
+        ),
+        Row("scalar", "Python list predictions", "jaxloss.mse([0.25, 0.5, 0.75], Y)", Same("jaxloss.mse(P, Y)")),
+        Row("scalar", "Python list targets", "jaxloss.mse(P, [0.0, 1.0, 0.5])", Same("jaxloss.mse(P, Y)")),
+        Row(
+            "scalar",
+            "Python list labels",
+            "jaxloss.sigmoid_binary_cross_entropy(Z, [0, 1, 1])",
+            Same("jaxloss.sigmoid_binary_cross_entropy(Z, jnp.array([0.0, 1.0, 1.0]))"),
+        ),
+    ]
+
+
+def empty_rows() -> list[Row]:
+    e = "jnp.zeros(0)"
+    return [
+        Row("empty", "elementwise: empty result", f"jaxloss.squared_error({e}, {e})", Value("jnp.zeros(0)")),
+        Row("empty", "elementwise: empty result", f"jaxloss.half_squared_error({e}, {e})", Value("jnp.zeros(0)")),
+        Row(
+            "empty",
+            "elementwise: empty result",
+            f"jaxloss.sigmoid_binary_cross_entropy({e}, {e})",
+            Value("jnp.zeros(0)"),
+        ),
+        Row("empty", "elementwise: empty result", f"jaxloss.binary_cross_entropy({e}, {e})", Value("jnp.zeros(0)")),
+        Row("empty", "elementwise: empty result", f"jaxloss.binary_entropy({e})", Value("jnp.zeros(0)")),
+        Row("empty", "elementwise: empty result", f"jaxloss.binary_entropy_from_logits({e})", Value("jnp.zeros(0)")),
+        Row("empty", "mean of nothing is 0", f"jaxloss.mean({e})", Value("0.0")),
+        Row("empty", "mean of nothing is 0", f"jaxloss.mse({e}, {e})", Value("0.0")),
+        Row("empty", "mean of nothing is 0", f"jaxloss.bce_with_logits({e}, {e})", Value("0.0")),
+        Row("empty", "empty class axis: entropy 0", f"jaxloss.entropy({e})", Value("0.0")),
+        Row("empty", "empty class axis: entropy 0", f"jaxloss.entropy_from_logits({e})", Value("0.0")),
+        Row("empty", "rows with an empty class axis", "jaxloss.entropy(jnp.zeros((2, 0)))", Value("jnp.zeros(2)")),
+        Row(
+            "empty",
+            "rows with an empty class axis",
+            "jaxloss.entropy_from_logits(jnp.zeros((2, 0)))",
+            Value("jnp.zeros(2)"),
+        ),
+        Row("empty", "no rows", "jaxloss.entropy(jnp.zeros((0, 3)))", Value("jnp.zeros(0)")),
+        Row(
+            "empty",
+            "gradient of an empty mean",
+            "jax.grad(jaxloss.mse)(jnp.zeros(0), jnp.zeros(0))",
+            Value("jnp.zeros(0)"),
+        ),
+    ]
+
+
+def special_rows() -> list[Row]:
+    """NaN and +-inf in every argument: the documented value, and what jaxloss.checked says."""
+    rows = []
+
+    def row(case, call, outcome, issue=""):
+        rows.append(Row("NaN/inf", case, call, outcome, issue))
+
+    def checked(fn, call_args, message):
+        return f"jaxloss.checked(jaxloss.{fn})({call_args})", Raises(checkify.JaxRuntimeError, message)
+
+    for fn in ("squared_error", "half_squared_error"):
+        for v, out in (("nan", "nan"), ("inf", "inf"), ("-inf", "inf")):
+            row(f"{v} prediction", f"jaxloss.{fn}(jnp.array([{v}]), jnp.array([0.0]))", Value(f"[{out}]"))
+            row(f"{v} target", f"jaxloss.{fn}(jnp.array([0.0]), jnp.array([{v}]))", Value(f"[{out}]"))
+        row("inf - inf", f"jaxloss.{fn}(jnp.array([inf]), jnp.array([inf]))", Value("[nan]"))
+    row(
+        "inf prediction, checked",
+        *checked(
+            "squared_error",
+            "jnp.array([0.0, inf]), jnp.array([0.0, 0.0])",
+            "jaxloss.squared_error: predictions must be finite; got predictions[1] = inf",
+        ),
+    )
+    row(
+        "NaN target, checked",
+        *checked(
+            "half_squared_error",
+            "jnp.array([0.0, 0.0]), jnp.array([nan, 0.0])",
+            "jaxloss.half_squared_error: targets must be finite; got targets[0] = nan",
+        ),
+    )
+
+    for v, out in (("nan", "nan"), ("inf", "inf"), ("-inf", "inf")):
+        row(f"{v} prediction", f"jaxloss.mse(jnp.array([{v}, 0.0]), jnp.array([0.0, 0.0]))", Value(out))
+        row(f"{v} target", f"jaxloss.mse(jnp.array([0.0, 0.0]), jnp.array([{v}, 0.0]))", Value(out))
+    row("NaN weight", "jaxloss.mse(P, Y, weights=jnp.array([nan, 1.0, 1.0]))", Value("nan"))
+    row(
+        "inf weight, checked",
+        *checked(
+            "mse",
+            "P, Y, weights=jnp.array([inf, 1.0, 1.0])",
+            "jaxloss.mse: weights must be finite and >= 0; got weights[0] = inf",
+        ),
+    )
+    row(
+        "-inf weight, checked",
+        *checked(
+            "mse",
+            "P, Y, weights=jnp.array([1.0, -inf, 1.0])",
+            "jaxloss.mse: weights must be finite and >= 0; got weights[1] = -inf",
+        ),
+    )
+    row(
+        "NaN left out by where",
+        "jaxloss.mse(jnp.array([0.25, nan, 0.75]), Y, where=M)",
+        Same("jaxloss.mse(P[::2], Y[::2])"),
+    )
+    row(
+        "NaN with weight 0",
+        "jaxloss.mse(jnp.array([nan, 0.5, 0.75]), Y, weights=jnp.array([0.0, 1.0, 1.0]))",
+        Same("jaxloss.mse(P[1:], Y[1:])"),
+    )
+    row(
+        "NaN prediction, checked",
+        *checked(
+            "mse",
+            "jnp.array([0.0, nan]), jnp.array([0.0, 0.0])",
+            "jaxloss.mse: predictions must be finite; got predictions[1] = nan",
+        ),
+    )
+
+    sbce = "jaxloss.sigmoid_binary_cross_entropy"
+    row("NaN logit", f"{sbce}(jnp.array([nan]), jnp.array([1.0]))", Value("[nan]"))
+    row("+inf logit, label 1", f"{sbce}(jnp.array([inf]), jnp.array([1.0]))", Value("[0.0]"))
+    row("-inf logit, label 0", f"{sbce}(jnp.array([-inf]), jnp.array([0.0]))", Value("[0.0]"))
+    row("+inf logit, label 0", f"{sbce}(jnp.array([inf]), jnp.array([0.0]))", Value("[inf]"))
+    row("-inf logit, label 1", f"{sbce}(jnp.array([-inf]), jnp.array([1.0]))", Value("[inf]"))
+    row(
+        "gradient at +-inf",
+        f"jax.grad(lambda z: {sbce}(z, jnp.array([1.0, 0.0, 0.0])).sum())(jnp.array([inf, -inf, inf]))",
+        Value("[0.0, 0.0, 1.0]"),
+    )
+    row("NaN label", f"{sbce}(jnp.array([0.0]), jnp.array([nan]))", Value("[nan]"))
+    row(
+        "+-inf logits, checked (allowed)",
+        f"jaxloss.checked({sbce})(jnp.array([inf, -inf]), jnp.array([1.0, 0.0]))",
+        Value("[0.0, 0.0]"),
+    )
+    row(
+        "NaN logit, checked",
+        *checked(
+            "sigmoid_binary_cross_entropy",
+            "jnp.array([0.0, nan]), jnp.array([1.0, 1.0])",
+            "jaxloss.sigmoid_binary_cross_entropy: logits must not be NaN (-inf and +inf are allowed); "
+            "got logits[1] = nan",
+        ),
+    )
+    row(
+        "inf label, checked",
+        *checked(
+            "sigmoid_binary_cross_entropy",
+            "jnp.array([0.0, 0.0]), jnp.array([inf, 1.0])",
+            "jaxloss.sigmoid_binary_cross_entropy: labels must be in [0, 1]; got labels[0] = inf",
+        ),
+    )
+    row(
+        "-inf label, checked",
+        *checked(
+            "sigmoid_binary_cross_entropy",
+            "jnp.array([0.0, 0.0]), jnp.array([1.0, -inf])",
+            "jaxloss.sigmoid_binary_cross_entropy: labels must be in [0, 1]; got labels[1] = -inf",
+        ),
+    )
+    row("NaN pos_weight", f"{sbce}(jnp.array([0.0]), jnp.array([1.0]), pos_weight=jnp.array([nan]))", Value("[nan]"))
+    row(
+        "inf pos_weight, checked",
+        *checked(
+            "sigmoid_binary_cross_entropy",
+            "Z, Y, pos_weight=jnp.array(inf)",
+            "jaxloss.sigmoid_binary_cross_entropy: pos_weight must be finite and >= 0; got pos_weight = inf",
+        ),
+    )
+    row(
+        "-inf pos_weight (Python)",
+        f"{sbce}(Z, Y, pos_weight=-inf)",
+        Raises(ValueError, "jaxloss.sigmoid_binary_cross_entropy: pos_weight must be >= 0; got -inf"),
+    )
+    row(
+        "NaN label_smoothing (Python)",
+        f"{sbce}(Z, Y, label_smoothing=nan)",
+        Raises(ValueError, "jaxloss.sigmoid_binary_cross_entropy: label_smoothing must be [0, 1]; got nan"),
+    )
+    row(
+        "inf label_smoothing (Python)",
+        f"{sbce}(Z, Y, label_smoothing=inf)",
+        Raises(ValueError, "jaxloss.sigmoid_binary_cross_entropy: label_smoothing must be [0, 1]; got inf"),
+    )
+    row(
+        "NaN label_smoothing (array)",
+        f"{sbce}(jnp.array([0.0]), jnp.array([1.0]), label_smoothing=jnp.array(nan))",
+        Value("[nan]"),
+    )
+    row(
+        "NaN label_smoothing, checked",
+        *checked(
+            "sigmoid_binary_cross_entropy",
+            "Z, Y, label_smoothing=jnp.array(nan)",
+            "jaxloss.sigmoid_binary_cross_entropy: label_smoothing must be in [0, 1]; got label_smoothing = nan",
+        ),
+    )
+
+    bce = "jaxloss.bce_with_logits"
+    row("NaN logit", f"{bce}(jnp.array([nan, 0.0]), jnp.array([1.0, 1.0]))", Value("nan"))
+    row("+inf logit, label 1", f"{bce}(jnp.array([inf, inf]), jnp.array([1.0, 1.0]))", Value("0.0"))
+    row("+inf logit, label 0", f"{bce}(jnp.array([inf, 0.0]), jnp.array([0.0, 0.0]))", Value("inf"))
+    row("NaN label", f"{bce}(jnp.array([0.0, 0.0]), jnp.array([nan, 1.0]))", Value("nan"))
+    row("NaN weight", f"{bce}(Z, Y, weights=jnp.array([1.0, nan, 1.0]))", Value("nan"))
+    row("NaN left out by where", f"{bce}(jnp.array([-1.0, nan, 2.0]), Y, where=M)", Same(f"{bce}(Z[::2], Y[::2])"))
+    row(
+        "NaN with weight 0",
+        f"{bce}(jnp.array([nan, 0.0, 2.0]), Y, weights=jnp.array([0.0, 1.0, 1.0]))",
+        Same(f"{bce}(Z[1:], Y[1:])"),
+    )
+    row(
+        "NaN label, checked",
+        *checked(
+            "bce_with_logits",
+            "Z, jnp.array([0.0, nan, 1.0])",
+            "jaxloss.bce_with_logits: labels must be in [0, 1]; got labels[1] = nan",
+        ),
+    )
+    row(
+        "inf weight, checked",
+        *checked(
+            "bce_with_logits",
+            "Z, Y, weights=jnp.array([1.0, 1.0, inf])",
+            "jaxloss.bce_with_logits: weights must be finite and >= 0; got weights[2] = inf",
+        ),
+    )
+
+    bcp = "jaxloss.binary_cross_entropy"
+    row("NaN probability", f"{bcp}(jnp.array([nan]), jnp.array([1.0]))", Value("[nan]"))
+    row("NaN label", f"{bcp}(jnp.array([0.5]), jnp.array([nan]))", Value("[nan]"))
+    row("probability 0, label 1", f"{bcp}(jnp.array([0.0]), jnp.array([1.0]))", Value("[inf]"))
+    row(
+        "inf probability, checked",
+        *checked(
+            "binary_cross_entropy",
+            "jnp.array([0.5, inf]), jnp.array([1.0, 1.0])",
+            "jaxloss.binary_cross_entropy: probabilities must be in [0, 1]; got probabilities[1] = inf",
+        ),
+    )
+    row(
+        "-inf probability, checked",
+        *checked(
+            "binary_cross_entropy",
+            "jnp.array([-inf, 0.5]), jnp.array([1.0, 1.0])",
+            "jaxloss.binary_cross_entropy: probabilities must be in [0, 1]; got probabilities[0] = -inf",
+        ),
+    )
+    row(
+        "inf label, checked",
+        *checked(
+            "binary_cross_entropy",
+            "jnp.array([0.5, 0.5]), jnp.array([1.0, inf])",
+            "jaxloss.binary_cross_entropy: labels must be in [0, 1]; got labels[1] = inf",
+        ),
+    )
+
+    row("NaN probability", "jaxloss.binary_entropy(jnp.array([nan]))", Value("[nan]"))
+    row(
+        "inf probability, checked",
+        *checked(
+            "binary_entropy",
+            "jnp.array([0.5, inf])",
+            "jaxloss.binary_entropy: probabilities must be in [0, 1]; got probabilities[1] = inf",
+        ),
+    )
+    row(
+        "-inf probability, checked",
+        *checked(
+            "binary_entropy",
+            "jnp.array([-inf, 0.5])",
+            "jaxloss.binary_entropy: probabilities must be in [0, 1]; got probabilities[0] = -inf",
+        ),
+    )
+    row("NaN logit", "jaxloss.binary_entropy_from_logits(jnp.array([nan]))", Value("[nan]"))
+    row("+-inf logits", "jaxloss.binary_entropy_from_logits(jnp.array([inf, -inf]))", Value("[0.0, 0.0]"))
+    row(
+        "NaN logit, checked",
+        *checked(
+            "binary_entropy_from_logits",
+            "jnp.array([inf, nan])",
+            "jaxloss.binary_entropy_from_logits: logits must not be NaN (-inf and +inf are allowed); "
+            "got logits[1] = nan",
+        ),
+    )
+
+    row(
+        "NaN in a row",
+        "jaxloss.entropy(jnp.array([[nan, 0.5], [0.5, 0.5]]))",
+        Value("[nan, jaxloss.entropy(jnp.array([0.5, 0.5]))]"),
+    )
+    row("NaN left out by where", "jaxloss.entropy(jnp.array([nan, 1.0]), where=jnp.array([False, True]))", Value("0.0"))
+    row(
+        "inf probability, checked",
+        *checked(
+            "entropy",
+            "jnp.array([[0.5, 0.5], [inf, 0.0]])",
+            "jaxloss.entropy: probabilities must be in [0, 1]; got probabilities[1, 0] = inf",
+        ),
+    )
+    row(
+        "-inf probability, checked",
+        *checked(
+            "entropy",
+            "jnp.array([0.5, -inf])",
+            "jaxloss.entropy: probabilities must be in [0, 1]; got probabilities[1] = -inf",
+        ),
+    )
+
+    efl = "jaxloss.entropy_from_logits"
+    row("NaN in a row", f"{efl}(jnp.array([[nan, 0.5], [0.0, 0.0]]))", Value(f"[nan, {efl}(jnp.zeros(2))]"))
+    row("-inf logit: the class is out", f"{efl}(jnp.array([3.0, -inf, 3.0]))", Same(f"{efl}(jnp.array([3.0, 3.0]))"))
+    row("every logit -inf: entropy 0", f"{efl}(jnp.array([-inf, -inf]))", Value("0.0"))
+    row("+inf logits share the probability", f"{efl}(jnp.array([inf, 1.0, inf]))", Same(f"{efl}(jnp.zeros(2))"))
+    row("NaN left out by where", f"{efl}(jnp.array([1.0, nan, 1.0]), where=M)", Same(f"{efl}(jnp.array([1.0, 1.0]))"))
+    row("gradient with a -inf logit", f"jax.grad({efl})(jnp.array([0.0, -inf]))", Value("[0.0, 0.0]"))
+    row(
+        "NaN logit, checked",
+        *checked(
+            "entropy_from_logits",
+            "jnp.array([[0.0, -inf], [nan, inf]])",
+            "jaxloss.entropy_from_logits: logits must not be NaN (-inf and +inf are allowed); got logits[1, 0] = nan",
+        ),
+    )
+
+    for v, out in (("nan", "nan"), ("inf", "inf"), ("-inf", "-inf")):
+        row(f"{v} value", f"jaxloss.mean(jnp.array([{v}, 1.0]))", Value(out))
+    row("inf and -inf", "jaxloss.mean(jnp.array([inf, -inf]))", Value("nan"))
+    row("NaN weight", "jaxloss.mean(P, weights=jnp.array([nan, 1.0, 1.0]))", Value("nan"))
+    row("NaN left out by where", "jaxloss.mean(jnp.array([1.0, nan, 3.0]), where=M)", Value("2.0"))
+    row("NaN with weight 0", "jaxloss.mean(jnp.array([nan, 2.0]), weights=jnp.array([0.0, 1.0]))", Value("2.0"))
+    row("all weights 0", "jaxloss.mean(P, weights=jnp.zeros(3))", Value("0.0"))
+    row(
+        "NaN value, checked",
+        *checked("mean", "jnp.array([1.0, nan])", "jaxloss.mean: values must not be NaN; got values[1] = nan"),
+    )
+    row("inf value, checked (allowed)", "jaxloss.checked(jaxloss.mean)(jnp.array([inf, 1.0]))", Value("inf"))
+    row(
+        "inf weight, checked",
+        *checked(
+            "mean",
+            "P, weights=jnp.array([1.0, inf, 1.0])",
+            "jaxloss.mean: weights must be finite and >= 0; got weights[1] = inf",
+        ),
+    )
+    row(
+        "negative weight, checked",
+        *checked(
+            "mean",
+            "P, weights=jnp.array([1.0, -1.0, 1.0])",
+            "jaxloss.mean: weights must be finite and >= 0; got weights[1] = -1.0",
+        ),
+    )
+    return rows
+
+
+def option_rows() -> list[Row]:
+    rows = []
+    for case, call, outcome in (
+        (
+            "axis past the end",
+            "jaxloss.entropy(P, axis=1)",
+            Raises(
+                ValueError,
+                "jaxloss.entropy: axis 1 is out of range for an input of 1 dimension(s); pass an axis in [-1, 0]",
+            ),
+        ),
+        (
+            "axis before the start",
+            "jaxloss.entropy(P, axis=-2)",
+            Raises(
+                ValueError,
+                "jaxloss.entropy: axis -2 is out of range for an input of 1 dimension(s); pass an axis in [-1, 0]",
+            ),
+        ),
+        (
+            "axis past the end (2-d)",
+            "jaxloss.entropy_from_logits(R, axis=2)",
+            Raises(
+                ValueError,
+                "jaxloss.entropy_from_logits: axis 2 is out of range for an input of 2 dimension(s); "
+                "pass an axis in [-2, 1]",
+            ),
+        ),
+        (
+            "axis not an int",
+            "jaxloss.entropy(R, axis=1.5)",
+            Raises(TypeError, "jaxloss.entropy: axis must be an int; got 1.5"),
+        ),
+        (
+            "axis None",
+            "jaxloss.entropy_from_logits(R, axis=None)",
+            Raises(TypeError, "jaxloss.entropy_from_logits: axis must be an int; got None"),
+        ),
+    ):
+        rows.append(Row("axis", case, call, outcome))
+    for fn in ENTROPIES:
+        x = "R" if fn in ("entropy", "entropy_from_logits") else "P"
+        for base in ("0", "-2", "1"):
+            message = f"jaxloss.{fn}: base must be positive, finite and not 1; got {float(base)!r}"
+            rows.append(Row("base", f"base={base}", f"jaxloss.{fn}({x}, base={base})", Raises(ValueError, message)))
+    rows += [
+        Row(
+            "base",
+            "base=nan",
+            "jaxloss.entropy(R, base=nan)",
+            Raises(ValueError, "jaxloss.entropy: base must be positive, finite and not 1; got nan"),
+        ),
+        Row(
+            "base",
+            "base=inf",
+            "jaxloss.binary_entropy(P, base=inf)",
+            Raises(ValueError, "jaxloss.binary_entropy: base must be positive, finite and not 1; got inf"),
+        ),
+        Row(
+            "base",
+            "base a string",
+            'jaxloss.entropy(R, base="2")',
+            Raises(TypeError, "jaxloss.entropy: base must be a real number or None (nats); got '2'"),
+        ),
+        Row(
+            "base",
+            "base an array",
+            "jaxloss.entropy(R, base=jnp.array(2.0))",
+            Raises(TypeError, "jaxloss.entropy: base must be a"),
+        ),
+        Row("base", "base=2 gives bits", "jaxloss.entropy(jnp.array([0.5, 0.5]), base=2)", Value("1.0")),
+    ]
+    for fn in ("sigmoid_binary_cross_entropy", "bce_with_logits"):
+        rows += [
+            Row(
+                "pos_weight",
+                "negative (Python)",
+                f"jaxloss.{fn}(Z, Y, pos_weight=-1.0)",
+                Raises(ValueError, f"jaxloss.{fn}: pos_weight must be >= 0; got -1.0"),
+            ),
+            Row(
+                "pos_weight",
+                "negative (NumPy scalar)",
+                f"jaxloss.{fn}(Z, Y, pos_weight=np.float32(-2))",
+                Raises(ValueError, f"jaxloss.{fn}: pos_weight must be >= 0; got np.float32(-2.0)"),
+            ),
+            Row(
+                "pos_weight",
+                "negative (array), checked",
+                f"jaxloss.checked(jaxloss.{fn})(Z, Y, pos_weight=jnp.array([1.0, -1.0, 1.0]))",
+                Raises(
+                    checkify.JaxRuntimeError,
+                    f"jaxloss.{fn}: pos_weight must be finite and >= 0; got pos_weight[1] = -1.0",
+                ),
+            ),
+            Row(
+                "pos_weight",
+                "does not broadcast",
+                f"jaxloss.{fn}(Z, Y, pos_weight=jnp.ones(2))",
+                Raises(ValueError, f"jaxloss.{fn}: pos_weight must broadcast to the loss shape (3,); got shape (2,)"),
+            ),
+            Row(
+                "pos_weight",
+                "1 is no weight, bit for bit",
+                f"jaxloss.{fn}(Z, Y, pos_weight=1.0)",
+                Same(f"jaxloss.{fn}(Z, Y)"),
+            ),
+            Row(
+                "label_smoothing",
+                "above 1 (Python)",
+                f"jaxloss.{fn}(Z, Y, label_smoothing=1.5)",
+                Raises(ValueError, f"jaxloss.{fn}: label_smoothing must be [0, 1]; got 1.5"),
+            ),
+            Row(
+                "label_smoothing",
+                "below 0 (Python)",
+                f"jaxloss.{fn}(Z, Y, label_smoothing=-0.1)",
+                Raises(ValueError, f"jaxloss.{fn}: label_smoothing must be [0, 1]; got -0.1"),
+            ),
+            Row(
+                "label_smoothing",
+                "above 1 (array), checked",
+                f"jaxloss.checked(jaxloss.{fn})(Z, Y, label_smoothing=jnp.array(1.5))",
+                Raises(
+                    checkify.JaxRuntimeError,
+                    f"jaxloss.{fn}: label_smoothing must be in [0, 1]; got label_smoothing = 1.5",
+                ),
+            ),
+            Row(
+                "label_smoothing",
+                "array of the wrong shape",
+                f"jaxloss.{fn}(Z, Y, label_smoothing=jnp.full(2, 0.1))",
+                Raises(ValueError, f"jaxloss.{fn}: label_smoothing must be"),
+            ),
+            Row(
+                "label_smoothing",
+                "0 is no smoothing, bit for bit",
+                f"jaxloss.{fn}(Z, Y, label_smoothing=0.0)",
+                Same(f"jaxloss.{fn}(Z, Y)"),
+            ),
+        ]
+    rows.append(
+        Row(
+            "pos_weight",
+            "negative (Python), batch",
+            "jaxloss.batch.bce_with_logits(R, R, pos_weight=-1.0)",
+            Raises(ValueError, "jaxloss.batch.bce_with_logits: pos_weight must be >= 0; got -1.0"),
+        )
+    )
+    for fn, call in (
+        ("mse", "jaxloss.mse(P, Y, weights={w})"),
+        ("bce_with_logits", "jaxloss.bce_with_logits(Z, Y, weights={w})"),
+        ("mean", "jaxloss.mean(P, weights={w})"),
+    ):
+        rows.append(
+            Row(
+                "weights",
+                "(2,) for a (3,) loss",
+                call.format(w="jnp.ones(2)"),
+                Raises(ValueError, f"jaxloss.{fn}: weights must broadcast to the loss shape (3,); got shape (2,)"),
+            )
+        )
+    rows += [
+        Row(
+            "weights",
+            "(3, 1) for a (3,) loss",
+            "jaxloss.mse(P, Y, weights=W[:, None])",
+            Raises(ValueError, "jaxloss.mse: weights must broadcast to the loss shape (3,); got shape (3, 1)"),
+        ),
+        Row(
+            "weights",
+            "a row of weights broadcasts",
+            "jaxloss.mean(R, weights=jnp.array([1.0, 3.0]))",
+            Same("jaxloss.mean(R, weights=jnp.array([[1.0, 3.0], [1.0, 3.0]]))"),
+        ),
+        Row(
+            "weights",
+            "(3,) for a (2, 2) batch",
+            "jaxloss.batch.mse(R, R, weights=W)",
+            Raises(ValueError, "jaxloss.batch.mse: weights must broadcast to the loss shape (2, 2); got shape (3,)"),
+        ),
+    ]
+    for fn, call in (
+        ("mean", "jaxloss.mean(P, where={m})"),
+        ("mse", "jaxloss.mse(P, Y, where={m})"),
+        ("bce_with_logits", "jaxloss.bce_with_logits(Z, Y, where={m})"),
+        ("entropy", "jaxloss.entropy(P, where={m})"),
+        ("entropy_from_logits", "jaxloss.entropy_from_logits(Z, where={m})"),
+    ):
+        rows.append(
+            Row(
+                "where",
+                "integer mask",
+                call.format(m="jnp.array([1, 0, 1])"),
+                Raises(TypeError, f"jaxloss.{fn}: where must be a boolean array; got dtype int32"),
+            )
+        )
+    rows += [
+        Row(
+            "where",
+            "float mask",
+            "jaxloss.mse(P, Y, where=jnp.array([1.0, 0.0, 1.0]))",
+            Raises(TypeError, "jaxloss.mse: where must be a boolean array; got dtype float32"),
+        ),
+        Row(
+            "where",
+            "mask of the wrong shape",
+            "jaxloss.mean(P, where=jnp.ones(2, bool))",
+            Raises(ValueError, "jaxloss.mean: where must broadcast to the shape (3,); got shape (2,)"),
+        ),
+        Row(
+            "where",
+            "Python list of bools",
+            "jaxloss.mse(P, Y, where=[True, False, True])",
+            Same("jaxloss.mse(P, Y, where=M)"),
+        ),
+        Row("where", "nothing selected: 0", "jaxloss.bce_with_logits(Z, Y, where=jnp.zeros(3, bool))", Value("0.0")),
+    ]
+    return rows
+
+
+ROWS: list[Row] = dtype_rows() + shape_rows() + scalar_rows() + empty_rows() + special_rows() + option_rows()
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def row_id(row: Row) -> str:
+    return f"{row.category}: {row.case}: {row.call}"
+
+
+def params():
+    for row in ROWS:
+        marks = [pytest.mark.xfail(strict=True, reason=ISSUES[row.issue])] if row.issue else []
+        yield pytest.param(row, id=row_id(row), marks=marks)
+
+
+@pytest.mark.parametrize("row", list(params()))
+def test_row(row: Row):
+    ns = namespace()
+    outcome = row.outcome
+    if isinstance(outcome, Raises):
+        with pytest.raises(outcome.error) as info:
+            eval(row.call, ns)
+        message = str(info.value)
+        assert message.startswith(outcome.message), f"{message!r} does not start with {outcome.message!r}"
+        return
+    got = np.asarray(eval(row.call, ns))
+    assert got.dtype == np.float32
+    if isinstance(outcome, Value):
+        want = np.asarray(eval(outcome.expected, ns), np.float32)
+    else:
+        want = np.asarray(eval(outcome.other, ns))
+    np.testing.assert_array_equal(got, want, strict=True)  # bit for bit, NaN included; same shape and dtype
+
+
+def test_every_public_function_has_rows():
+    functions = {name for name in jaxloss.__all__ if callable(getattr(jaxloss, name)) and name != "checked"}
+    called = {name for name in functions if any(f"jaxloss.{name}(" in row.call for row in ROWS)}
+    assert called == functions
+
+
+def test_raised_messages_name_the_function_and_the_argument():
+    arguments = ("predictions", "targets", "logits", "labels", "probabilities", "values", "weights", "where")
+    options = ("pos_weight", "label_smoothing", "axis", "base")
+    for row in ROWS:
+        if isinstance(row.outcome, Raises):
+            assert re.match(r"jaxloss\.(batch\.)?\w+: ", row.outcome.message), row
+            assert any(name in row.outcome.message for name in arguments + options), row
+
+
+# --------------------------------------------------------------------------- the rendered page
+
+
+def render() -> str:
+    lines = [
+        "# What jaxloss does with bad input",
+        "",
+        "<!-- Generated from the table in tests/test_bad_inputs.py by `python tests/test_bad_inputs.py`. -->",
+        "",
+        "Every row is a test (`tests/test_bad_inputs.py`): the call, and the documented outcome — an exception",
+        "whose message starts as shown (naming the function and the argument), a value, or the same result as",
+        "another call. Value checks (labels in [0, 1], no NaN, ...) cost nothing unless you ask for them with",
+        "`jaxloss.checked(fn)`, which raises `jax.experimental.checkify.JaxRuntimeError` (a `ValueError`) naming",
+        "the first offending index and value. Rows marked *known issue* state the intended outcome; the current",
+        "release behaves as described under [Known issues](#known-issues).",
+        "",
+        "The calls use:",
+        "",
+        "```python",
+        SETUP,
+        "```",
+        "",
+        f"{len(ROWS)} rows.",
+    ]
+    category = None
+    for number, row in enumerate(ROWS, 1):
+        if row.category != category:
+            category = row.category
+            lines += ["", f"## {category}", "", "| # | case | call | outcome |", "|---|---|---|---|"]
+        outcome = row.outcome.render().replace("|", "\\|")
+        if row.issue:
+            outcome += f" *(known issue: [{row.issue}](#{row.issue}))*"
+        call = row.call.replace("|", "\\|")
+        lines.append(f"| {number} | {row.case} | `{call}` | {outcome} |")
+    lines += ["", "## Known issues", ""]
+    for name, text in ISSUES.items():
+        lines += [f'<a id="{name}"></a>**{name}**: {text}', ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def test_the_rendered_matrix_is_up_to_date():
+    assert DOC.exists(), "docs/bad_inputs.md is missing: run `python tests/test_bad_inputs.py`"
+    assert DOC.read_text() == render(), "docs/bad_inputs.md is stale: run `python tests/test_bad_inputs.py`"
+
+
+if __name__ == "__main__":
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render())
+    print(f"wrote {DOC} ({len(ROWS)} rows)", file=sys.stderr)
