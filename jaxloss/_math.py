@@ -142,14 +142,6 @@ def _bce_value(z, y, p):
     return jnp.where(jnp.isnan(z), z, loss)
 
 
-def _sigmoid_pair(z):
-    """(sigmoid(z), sigmoid(-z)) from one exp, each to within an ulp or so."""
-    e = _exp_neg_abs(z)
-    big, small = 1 / (1 + e), e / (1 + e)
-    pos = z >= 0
-    return jnp.where(pos, big, small), jnp.where(pos, small, big)
-
-
 @jax.custom_jvp
 def bce(z, y):
     """Plain BCE from logits (pos_weight absent)."""
@@ -164,10 +156,12 @@ def _bce_grad_value(z, y, p):
     there, so nothing cancels for hard labels, and at z = 0 the result is 0.5 - y rounded once.
     ``p`` None means pos_weight absent (c = 1 exactly).
     """
-    s_pos, s_neg = _sigmoid_pair(z)
+    # With e = exp(-|z|): for z > 0, sigmoid(z) = 1/(1+e) and sigmoid(-z) = e/(1+e); for z <= 0, sigmoid(z) = e/(1+e).
+    e = _exp_neg_abs(z)
+    big, small = 1 / (1 + e), e / (1 + e)
     wpos = y if p is None else p * y
-    c_s_pos = s_pos if p is None else (1 + (p - 1) * y) * s_pos
-    return jnp.where(z > 0, (1 - y) * s_pos - wpos * s_neg, c_s_pos - wpos)
+    c_small = small if p is None else (1 + (p - 1) * y) * small
+    return jnp.where(z > 0, (1 - y) * big - wpos * small, c_small - wpos)
 
 
 @jax.custom_jvp
