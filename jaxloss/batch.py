@@ -243,6 +243,20 @@ def _mapped(single: Callable[..., Any]) -> Callable[..., Any]:
     return jax.jit(jax.vmap(lambda params, examples: single(params, *examples), in_axes=(None, 0)))
 
 
+def _per_example_transform(name: str, transform, fn: Callable[..., Any], argnums) -> Callable[..., Any]:
+    """jit(vmap(transform(fn, argnums))) with params shared, examples checked and batched along axis 0."""
+    if not callable(fn):
+        raise TypeError(f"jaxloss.batch.{name}: fn must be callable; got {type(fn).__name__}. Pass a function.")
+    mapped = _mapped(transform(fn, argnums=argnums))
+
+    @functools.wraps(fn)
+    def per_example(params, /, *examples):
+        _check_examples(name, examples)
+        return mapped(params, examples)
+
+    return per_example
+
+
 def grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
     r"""Per-example gradients of a loss ``fn(params, *examples)``: ``jax.vmap(jax.grad(fn, argnums))``.
 
@@ -272,16 +286,7 @@ def grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 0) -> Call
       Array([[0., 0.],
              [0., 8.]], dtype=float32)
     """
-    if not callable(fn):
-        raise TypeError(f"jaxloss.batch.grad: fn must be callable; got {type(fn).__name__}. Pass a function.")
-    g = _mapped(jax.grad(fn, argnums=argnums))
-
-    @functools.wraps(fn)
-    def per_example_grad(params, /, *examples):
-        _check_examples("grad", examples)
-        return g(params, examples)
-
-    return per_example_grad
+    return _per_example_transform("grad", jax.grad, fn, argnums)
 
 
 def value_and_grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -312,13 +317,4 @@ def value_and_grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 
       Array([[-0.25, -0.5 ],
              [ 0.5 ,  0.25]], dtype=float32)
     """
-    if not callable(fn):
-        raise TypeError(f"jaxloss.batch.value_and_grad: fn must be callable; got {type(fn).__name__}. Pass a function.")
-    vg = _mapped(jax.value_and_grad(fn, argnums=argnums))
-
-    @functools.wraps(fn)
-    def per_example_value_and_grad(params, /, *examples):
-        _check_examples("value_and_grad", examples)
-        return vg(params, examples)
-
-    return per_example_value_and_grad
+    return _per_example_transform("value_and_grad", jax.value_and_grad, fn, argnums)
