@@ -2,8 +2,7 @@
 
 Every row is a call (a Python expression) and its outcome: an exception type and the start of its message
 (which names the function and the argument), a value, or "the same result as" another call. Rows that
-``jaxloss.checked`` turns into errors call it explicitly. Rows marked with a known issue are strict xfails:
-they state the intended outcome, fail today, and must be unmarked when the core is fixed.
+``jaxloss.checked`` turns into errors call it explicitly.
 
 The same table renders ``docs/bad_inputs.md``; ``test_the_rendered_matrix_is_up_to_date`` keeps the two in
 sync. Regenerate the page with ``python tests/test_bad_inputs.py``.
@@ -83,10 +82,6 @@ class Row:
     case: str
     call: str
     outcome: Raises | Value | Same
-    issue: str = ""  # a known core issue (see ISSUES): the row is a strict xfail until it is fixed
-
-
-ISSUES: dict[str, str] = {}  # name -> description of a known core issue (none open)
 
 
 # --------------------------------------------------------------------------- the rows
@@ -347,8 +342,8 @@ def special_rows() -> list[Row]:
     """NaN and +-inf in every argument: the documented value, and what jaxloss.checked says."""
     rows = []
 
-    def row(case, call, outcome, issue=""):
-        rows.append(Row("NaN/inf", case, call, outcome, issue))
+    def row(case, call, outcome):
+        rows.append(Row("NaN/inf", case, call, outcome))
 
     def checked(fn, call_args, message):
         return f"jaxloss.checked(jaxloss.{fn})({call_args})", Raises(checkify.JaxRuntimeError, message)
@@ -882,13 +877,7 @@ def row_id(row: Row) -> str:
     return f"{row.category}: {row.case}: {row.call}"
 
 
-def params():
-    for row in ROWS:
-        marks = [pytest.mark.xfail(strict=True, reason=ISSUES[row.issue])] if row.issue else []
-        yield pytest.param(row, id=row_id(row), marks=marks)
-
-
-@pytest.mark.parametrize("row", list(params()))
+@pytest.mark.parametrize("row", [pytest.param(row, id=row_id(row)) for row in ROWS])
 def test_row(row: Row):
     ns = namespace()
     outcome = row.outcome
@@ -935,8 +924,7 @@ def render() -> str:
         "whose message starts as shown (naming the function and the argument), a value, or the same result as",
         "another call. Value checks (labels in [0, 1], no NaN, ...) cost nothing unless you ask for them with",
         "`jaxloss.checked(fn)`, which raises `jax.experimental.checkify.JaxRuntimeError` (a `ValueError`) naming",
-        "the first offending index and value. Rows marked *known issue* state the intended outcome; the current",
-        "release behaves as described under [Known issues](#known-issues).",
+        "the first offending index and value.",
         "",
         "The calls use:",
         "",
@@ -952,13 +940,8 @@ def render() -> str:
             category = row.category
             lines += ["", f"## {category}", "", "| # | case | call | outcome |", "|---|---|---|---|"]
         outcome = row.outcome.render().replace("|", "\\|")
-        if row.issue:
-            outcome += f" *(known issue: [{row.issue}](#{row.issue}))*"
         call = row.call.replace("|", "\\|")
         lines.append(f"| {number} | {row.case} | `{call}` | {outcome} |")
-    lines += ["", "## Known issues", ""]
-    for name, text in ISSUES.items():
-        lines += [f'<a id="{name}"></a>**{name}**: {text}', ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -17,7 +17,7 @@ EPS32 = float(np.finfo(F32).eps)
 
 
 def _cases():
-    """name -> (function, float inputs as numpy float32 arrays, index of the array differentiated)."""
+    """name -> (function, its float inputs as numpy float32 arrays; the first is the one differentiated)."""
     rng = np.random.default_rng(0)
     z = rng.normal(size=(4, 6)).astype(F32) * 4
     y = rng.uniform(size=(4, 6)).astype(F32)
