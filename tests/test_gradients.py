@@ -252,6 +252,15 @@ def test_entropy_from_logits_positive_infinity_shares_probability():
     np.testing.assert_array_equal(g, [0.0, 0.0])
 
 
+def test_entropy_from_logits_row_spanning_the_float_range():
+    # l - max = -2.2e38 is finite, but TwoSum's own step (l - max) - l overflows to -inf: it used to give NaN.
+    big = np.finfo(F32).max
+    logits = jnp.array([[1.1585344e38, big, big, big, big], [-big, big, 0.0, -big, big]], F32)
+    h, g = jax.value_and_grad(lambda lg: jaxloss.entropy_from_logits(lg).sum())(logits)
+    np.testing.assert_allclose(h, np.log(4.0) + np.log(2.0), rtol=2 * EPS32)
+    np.testing.assert_array_equal(g, np.zeros((2, 5)))
+
+
 def test_entropy_from_logits_hessian_closed_form(x64):
     logits = jnp.array([0.3, -1.2, 2.0, -INF, 0.0])
     p = np.asarray(jax.nn.softmax(logits))
