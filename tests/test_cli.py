@@ -336,7 +336,14 @@ def test_subprocess_ctrl_c_exits_130_with_one_line(tmp_path):
     argv = ["eval", "--loss", "mse", str(tmp_path / "z.npy"), str(tmp_path / "y.npy"), "--batch-size", "64"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "jaxloss", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "jaxloss", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # As from a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT, the
+        # child inherits that, and Python then installs no KeyboardInterrupt handler at all.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         first = process.stderr.readline()  # the progress line that opens the stream
