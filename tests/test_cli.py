@@ -335,16 +335,16 @@ def test_subprocess_ctrl_c_exits_130_with_one_line(tmp_path):
     np.save(tmp_path / "y.npy", np.ones(n, F32))
     argv = ["eval", "--loss", "mse", str(tmp_path / "z.npy"), str(tmp_path / "y.npy"), "--batch-size", "64"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jaxloss", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        # As from a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT, the
-        # child inherits that, and Python then installs no KeyboardInterrupt handler at all.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # As from a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT, a child
+    # inherits an ignored signal, and its Python then installs no KeyboardInterrupt handler at all. A handler
+    # (not SIG_IGN) in this process is reset to the default in the child when it starts.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jaxloss", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         first = process.stderr.readline()  # the progress line that opens the stream
         assert first.startswith("jaxloss eval:"), first
