@@ -222,12 +222,13 @@ def _bce_grad_value(z, y, p):
     """
     # With e = exp(-|z|): for z > 0, sigmoid(z) = 1/(1+e) and sigmoid(-z) = e/(1+e); for z <= 0, sigmoid(z) = e/(1+e).
     e = _exp_neg_abs(z)
+    big, small = 1 / (1 + e), e / (1 + e)
     wpos = y if p is None else p * y
-    c_e = e if p is None else (1 + (p - 1) * y) * e
-    # One division with one user (XLA writes a division with several users to memory): for y in {0, 1} each
-    # side is bit-identical to the two-term form, (1 - y)/(1 + e) - wpos e/(1 + e) and c e/(1 + e) - wpos.
-    q = jnp.where(z > 0, (1 - y) - wpos * e, c_e) / (1 + e)
-    return q - jnp.where(z > 0, 0, wpos)
+    c = 1 if p is None else 1 + (p - 1) * y
+    # z > 0: (1 - y) big - wpos small; z <= 0: c small - wpos, written so that each quotient has one user
+    # (XLA writes a division with several users to memory and reads it back): the coefficient of `small` is
+    # selected, (-wpos) - (-c) small = c small - wpos exactly.
+    return jnp.where(z > 0, (1 - y) * big, -wpos) - jnp.where(z > 0, wpos, -c) * small
 
 
 @jax.custom_jvp
