@@ -222,5 +222,5 @@ def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.
     # Double where: the switched-off term's input is made safe first, so neither its value nor its
     # derivative can produce 0 * inf.
     pos = jnp.where(off_pos, 0, -y * jnp.log(jnp.where(off_pos, 1, p)))
-    neg = jnp.where(off_neg, 0, -(1 - y) * _math.log1p_differentiable(-jnp.where(off_neg, 0, p)))
+    neg = jnp.where(off_neg, 0, -(1 - y) * _math.log1p(-jnp.where(off_neg, 0, p)))
     return pos + neg
