@@ -394,8 +394,9 @@ def _softmax_parts(logits, axis):
     n = jnp.asarray(logits.shape[axis] - 1, e.dtype)
     s1 = jnp.sum(e * not_top, axis=axis, keepdims=True) + (n - jnp.sum(not_top, axis=axis, keepdims=True))
     t = jnp.sum(e * u, axis=axis, keepdims=True)
-    # Rows with every class out are overwritten by the caller; the selects here also end XLA's reduction
-    # kernels at the sums (row arithmetic fused after a reduction runs 5-10x slower on XLA:CPU).
+    # Rows with every class out are overwritten by the caller anyway; these selects keep the row arithmetic
+    # that follows out of XLA:CPU's reduction kernels, where it can run far slower (benchmarks/NOTES.md,
+    # fact 4; at 4096 x 256 the difference measured within noise).
     s1, t = jnp.where(none, 0, s1), jnp.where(none, 0, t)
     return e, u, s1, t, none
 
