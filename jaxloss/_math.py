@@ -85,6 +85,12 @@ def _log1p_f32(x):
     return jnp.where(x < -1, jnp.nan, out)
 
 
+def _log1p_f32_cuda(x):
+    """float32 log1p on CUDA GPUs: XLA's own (libdevice's log1pf), measured by ``python -m benchmarks.bce_gpu_probe``
+    on an H200: the kernel above is arithmetic-bound there and XLA's is both cheaper and as accurate."""
+    return jnp.log1p(x)
+
+
 @jax.custom_jvp
 def log1p(x):
     """log(1 + x) for x > -1 (-inf at -1, NaN below), to within 1 ulp for float32 and 1.5 ulp for float64.
@@ -99,6 +105,10 @@ def log1p(x):
     into x and drop the correction.
     """
     if x.dtype == jnp.float32:
+        from . import _pallas
+
+        if _pallas._cuda_present():  # where CUDA is present, lowered per platform: CUDA takes _log1p_f32_cuda
+            return jax.lax.platform_dependent(x, cuda=lambda v: _log1p_f32_cuda(v), default=_log1p_f32)
         return _log1p_f32(x)
     xla = ((x > -0.25) & (x < 0.4)) | (x < -0.5)
     xc = jnp.where(x < -0.5, -0.5, x)  # the corrected branch's input kept where u >= 1/2 (no 0/0 at x = -1)
@@ -366,21 +376,22 @@ def _two_diff(a, b):
     return hi, jnp.where(jnp.isfinite(lo), lo, 0)
 
 
-def _softmax_parts(logits, axis):
-    """Per-row pieces of softmax entropy, all cancellation-free.
+def _shifted(logits, m_raw):
+    """(e, u, none) for logits and their row maximum ``m_raw`` (kept as a size-1 axis).
 
-    Returns (e, u, s1, t, none) with d = l - max (kept exactly as hi + lo), e = exp(d) >= 0,
-    u = -d >= 0 (1 for a class that is out, where e = 0), s1 = sum(e) - 1 (the top term left out, so
-    log(sum e) = log1p(s1) keeps every digit when the other terms are tiny), t = sum(e u),
-    none = the row has no class in (s1 = t = 0 there).
+    d = l - max is kept exactly as hi + lo; e = exp(d) >= 0; u = -d >= 0 (1 for a class that is out, where
+    e = 0); none = the row has no class in. Elementwise given ``m_raw``: the GPU kernel's gradient uses it
+    with the kernel's row maximum.
     """
-    m = jnp.max(logits, axis=axis, keepdims=True, initial=-jnp.inf)
-    none = m == -jnp.inf  # every class out (or an empty axis)
-    top_inf = m == jnp.inf
+    none = m_raw == -jnp.inf  # every class out (or an empty axis)
+    top_inf = m_raw == jnp.inf
     # Limits: classes at +inf share all the probability; an all-out row is replaced by a safe row
     # (its result is overwritten) so that no inf - inf reaches a value or a derivative.
-    logits = jnp.where(top_inf, jnp.where(logits == jnp.inf, 0, -jnp.inf), jnp.where(none, 0, logits))
-    m = jnp.where(top_inf | none, 0, m)
+    # (A NaN is kept in a row taken for all-out: XLA:CPU's max reduction can miss it, see _row_sums.)
+    out = jnp.where(none, jnp.where(logits == -jnp.inf, 0, logits), logits)
+    # (l - inf: -inf for the other classes, NaN kept: XLA's max can skip a NaN beside a +inf.)
+    logits = jnp.where(top_inf, jnp.where(logits == jnp.inf, 0, logits - jnp.inf), out)
+    m = jnp.where(top_inf | none, 0, m_raw)
     d_hi, d_lo = _two_diff(logits, m)
     e = jnp.exp(d_hi)
     e = e + e * d_lo  # exp(hi + lo) to first order; lo is below half an ulp of hi
@@ -388,34 +399,126 @@ def _softmax_parts(logits, axis):
     # out (e = 0, -d = inf) gets u = 1: e u = 0 (never 0 * inf) and it is not a top class. (A subnormal d
     # flushed to 0 makes its class "top": it then counts 1 instead of e = exp(d), which is 1 in any case.)
     u = jnp.where(e == 0, 1, -d_hi - d_lo)
+    return e, u, none
+
+
+def _row_sums(e, u, none, axis):
+    """(s1, t, none): s1 = sum(e) - 1 (the top term left out), t = sum(e u), both 0 for rows with no class in.
+
+    ``none`` comes back corrected: XLA:CPU's max reduction (YNNPACK, jax 0.10) skips a NaN, and returns -inf
+    for a row of >= 4096 entries whose last entry is NaN, so such a row arrives as "all out". Its NaN was kept
+    by :func:`_shifted` and reaches the count of non-top classes, which is exactly 0 in a row that really is
+    all out (every entry then shifted to 0, u = -0.0).
+    """
     not_top = jnp.sign(u)
     # s1 = (sum of e over the other classes) + (number of top classes - 1), the count exact as an integer.
     # Everything reduced is a product of the two arrays e and u: XLA keeps them in one reduction kernel.
-    n = jnp.asarray(logits.shape[axis] - 1, e.dtype)
-    s1 = jnp.sum(e * not_top, axis=axis, keepdims=True) + (n - jnp.sum(not_top, axis=axis, keepdims=True))
+    n = jnp.asarray(e.shape[axis] - 1, e.dtype)
+    count = jnp.sum(not_top, axis=axis, keepdims=True)
+    s1 = jnp.sum(e * not_top, axis=axis, keepdims=True) + (n - count)
     t = jnp.sum(e * u, axis=axis, keepdims=True)
+    none = none & (count == 0)
     # Rows with every class out are overwritten by the caller anyway; these selects keep the row arithmetic
     # that follows out of XLA:CPU's reduction kernels, where it can run far slower (benchmarks/NOTES.md,
     # fact 4; at 4096 x 256 the difference measured within noise).
-    s1, t = jnp.where(none, 0, s1), jnp.where(none, 0, t)
+    return jnp.where(none, 0, s1), jnp.where(none, 0, t), none
+
+
+def _softmax_parts(logits, axis):
+    """Per-row pieces of softmax entropy, all cancellation-free.
+
+    Returns (e, u, s1, t, none) (see :func:`_shifted` and :func:`_row_sums`): log(sum e) = log1p(s1) keeps
+    every digit when the other terms are tiny.
+    """
+    m_raw = jnp.max(logits, axis=axis, keepdims=True, initial=-jnp.inf)
+    e, u, none = _shifted(logits, m_raw)
+    s1, t, none = _row_sums(e, u, none, axis)
     return e, u, s1, t, none
+
+
+def softmax_row_stats(x2d):
+    """(row max, s1, t) over the last axis of a float array, each kept as a size-1 axis: what the GPU kernel
+    (:mod:`jaxloss._pallas`) computes, in XLA."""
+    m_raw = jnp.max(x2d, axis=-1, keepdims=True, initial=-jnp.inf)
+    e, u, none = _shifted(x2d, m_raw)
+    s1, t, _ = _row_sums(e, u, none, -1)
+    return jnp.where(jnp.isnan(s1) | jnp.isnan(t), jnp.nan, m_raw), s1, t  # a row with a NaN: m = NaN
+
+
+def _compute_dtype(x):
+    return jnp.float32 if jnp.finfo(x.dtype).bits < 32 else x.dtype
+
+
+def _kernel_stats(logits):
+    """(row max, s1, t) from the row kernel over the last axis, shaped like logits with that axis of size 1."""
+    from . import _pallas
+
+    keep = (*logits.shape[:-1], 1)
+    m_raw, s1, t = _pallas.row_stats(logits.reshape(-1, logits.shape[-1]))
+    return m_raw.reshape(keep), s1.reshape(keep), t.reshape(keep)
+
+
+def _use_kernel(logits, axis) -> bool:
+    from . import _pallas
+
+    return _pallas.offered(logits.shape, logits.dtype, axis)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def entropy_logits(logits, axis):
-    """H(softmax(logits)) over ``axis`` (kept as size 1): log1p(s1) + t / (1 + s1), both terms >= 0."""
-    _, _, s1, t, none = _softmax_parts(logits, axis)
+    """H(softmax(logits)) over ``axis`` (kept as size 1): log1p(s1) + t / (1 + s1), both terms >= 0.
+
+    16-bit logits are widened to float32 here (inside the GPU kernel when it is used, so they are read from
+    memory at their own width); the result is float32 for 16- and 32-bit logits.
+    """
+    if _use_kernel(logits, axis):
+        m_raw, s1, t = _kernel_stats(logits)
+        none = m_raw == -jnp.inf
+    else:
+        _, _, s1, t, none = _softmax_parts(logits.astype(_compute_dtype(logits)), axis)
     h = log1p(s1) + t / (1 + s1)
     return jnp.where(none, 0, h)
 
 
-@entropy_logits.defjvp
-def _entropy_logits_jvp(axis, primals, tangents):
-    (logits,), (dlogits,) = primals, tangents
-    e, u, s1, t, none = _softmax_parts(logits, axis)
+def _value_and_grad_xla(x, axis):
+    """(H, dH/dl) of float32/float64 logits on the XLA path; the closed form of the gradient is explained below."""
+    e, u, s1, t, none = _softmax_parts(x, axis)
+    return _value_and_grad_from(e, u, s1, t, none)
+
+
+def _value_and_grad_from(e, u, s1, t, none):
     z = 1 + s1
     h = jnp.where(none, 0, log1p(s1) + t / z)
     # dH/dl_i = -p_i (log p_i + H) = p_i (u_i - mean_p(u)), with p_i = e_i / z and mean_p(u) = t / z;
     # a class that is out (p_i = 0, u_i = inf) gets exactly 0.
     grad = jnp.where(none, 0, (e / z) * (u - t / z))
-    return h, jnp.sum(grad * dlogits, axis=axis, keepdims=True)
+    return h, grad
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _value_and_grad_kernel(logits, axis):
+    """(H, dH/dl) with the row sums from the GPU kernel; e and u again elementwise, which XLA fuses into the
+    gradient's one pass. Differentiated (second derivatives) as the XLA path, values included, so that
+    Hessians are the XLA path's to the bit: kernel sums mixed with XLA's terms did not cancel as consistently
+    (a Hessian-vector product of a peaked row was off by 75 times its error bound)."""
+    m_raw, s1, t = _kernel_stats(logits)
+    e, u, none = _shifted(logits.astype(_compute_dtype(logits)), m_raw)
+    return _value_and_grad_from(e, u, s1, t, none)
+
+
+@_value_and_grad_kernel.defjvp
+def _value_and_grad_kernel_jvp(axis, primals, tangents):
+    (logits,), (dlogits,) = primals, tangents
+    dtype = _compute_dtype(logits)
+    return jax.jvp(lambda x: _value_and_grad_xla(x, axis), (logits.astype(dtype),), (dlogits.astype(dtype),))
+
+
+@entropy_logits.defjvp
+def _entropy_logits_jvp(axis, primals, tangents):
+    (logits,), (dlogits,) = primals, tangents
+    dtype = _compute_dtype(logits)
+    if _use_kernel(logits, axis):
+        h, grad = _value_and_grad_kernel(logits, axis)
+    else:
+        h, grad = _value_and_grad_xla(logits.astype(dtype), axis)
+    return h, jnp.sum(grad * dlogits.astype(dtype), axis=axis, keepdims=True)

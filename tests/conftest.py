@@ -25,3 +25,13 @@ def x64():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=["xla", "pallas"])
+def entropy_kernel(request):
+    """Run an ``entropy_from_logits`` test on both of its paths: XLA, and the Pallas row kernel (natively on a
+    CUDA GPU, through Pallas' interpreter elsewhere). JAX's caches are cleared on entry and exit."""
+    from jaxloss import _pallas
+
+    with _pallas.forced(request.param):
+        yield request.param

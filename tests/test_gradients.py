@@ -172,7 +172,7 @@ def test_entropy_gradient_convention_at_zero():
     np.testing.assert_array_equal(g_fwd, g)
 
 
-def test_entropy_through_softmax_matches_entropy_from_logits_gradient():
+def test_entropy_through_softmax_matches_entropy_from_logits_gradient(entropy_kernel):
     # A class whose softmax probability underflows to 0: the convention makes the chained gradient exact.
     logits = jnp.array([0.0, 1.0, -200.0], F32)
     via_probs = jax.grad(lambda lg: jaxloss.entropy(jax.nn.softmax(lg)))(logits)
@@ -211,7 +211,7 @@ def entropy_logits_reference(logits):
         [-30.0, 40.0, 39.0],
     ],
 )
-def test_entropy_from_logits_value_and_gradient(row):
+def test_entropy_from_logits_value_and_gradient(row, entropy_kernel):
     logits = jnp.asarray(row, F32)
     h_ref, g_ref = entropy_logits_reference(logits)
     h, g = jax.value_and_grad(jaxloss.entropy_from_logits)(logits)
@@ -223,7 +223,7 @@ def test_entropy_from_logits_value_and_gradient(row):
     np.testing.assert_allclose(g_fwd, g, rtol=EPS32, atol=0)
 
 
-def test_entropy_from_logits_every_class_out():
+def test_entropy_from_logits_every_class_out(entropy_kernel):
     logits = jnp.array([[-INF, -INF, -INF], [1.0, 2.0, 3.0]], F32)
     mask = jnp.array([[True, True, True], [False, False, False]])
     for kwargs in ({}, {"where": mask}):
@@ -236,7 +236,7 @@ def test_entropy_from_logits_every_class_out():
     np.testing.assert_array_equal(hess, np.zeros((2, 3, 2, 3)))
 
 
-def test_entropy_from_logits_masked_class_ignores_nan_and_gets_zero_gradient():
+def test_entropy_from_logits_masked_class_ignores_nan_and_gets_zero_gradient(entropy_kernel):
     logits = jnp.array([0.0, jnp.nan, 1.0], F32)
     mask = jnp.array([True, False, True])
     h, g = jax.value_and_grad(lambda lg: jaxloss.entropy_from_logits(lg, where=mask))(logits)
@@ -245,14 +245,14 @@ def test_entropy_from_logits_masked_class_ignores_nan_and_gets_zero_gradient():
     assert g[1] == 0.0 and np.all(np.isfinite(g))
 
 
-def test_entropy_from_logits_positive_infinity_shares_probability():
+def test_entropy_from_logits_positive_infinity_shares_probability(entropy_kernel):
     h = jaxloss.entropy_from_logits(jnp.array([INF, 0.0, INF, INF], F32))
     np.testing.assert_allclose(h, np.log(3.0), rtol=2 * EPS32)
     g = jax.grad(jaxloss.entropy_from_logits)(jnp.array([INF, 0.0], F32))
     np.testing.assert_array_equal(g, [0.0, 0.0])
 
 
-def test_entropy_from_logits_row_spanning_the_float_range():
+def test_entropy_from_logits_row_spanning_the_float_range(entropy_kernel):
     # l - max = -2.2e38 is finite, but TwoSum's own step (l - max) - l overflows to -inf: it used to give NaN.
     big = np.finfo(F32).max
     logits = jnp.array([[1.1585344e38, big, big, big, big], [-big, big, 0.0, -big, big]], F32)
@@ -261,7 +261,7 @@ def test_entropy_from_logits_row_spanning_the_float_range():
     np.testing.assert_array_equal(g, np.zeros((2, 5)))
 
 
-def test_entropy_from_logits_hessian_closed_form(x64):
+def test_entropy_from_logits_hessian_closed_form(x64, entropy_kernel):
     logits = jnp.array([0.3, -1.2, 2.0, -INF, 0.0])
     p = np.asarray(jax.nn.softmax(logits))
     h = -(p[p > 0] * np.log(p[p > 0])).sum()

@@ -241,7 +241,7 @@ def test_hvp_equals_dense_hessian_times_v(float64_on, dtype, loss, rng):
 
 
 @DTYPES
-def test_entropy_from_logits_hvp_equals_dense_hessian_times_v(float64_on, dtype, rng):
+def test_entropy_from_logits_hvp_equals_dense_hessian_times_v(float64_on, dtype, rng, entropy_kernel):
     rows = np.stack(list(ROWS.values())).astype(dtype)  # every row, the spread and masked ones included
     v = rng.normal(size=rows.shape).astype(dtype)
     hessians = row_hessians(dtype)

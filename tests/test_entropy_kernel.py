@@ -1,0 +1,143 @@
+"""The Pallas row kernel behind ``entropy_from_logits`` (jaxloss/_pallas.py), against float64 and the XLA path.
+
+On a CUDA GPU the kernel runs natively; elsewhere through Pallas' interpreter (``JAXLOSS_ENTROPY_KERNEL=pallas``,
+set per test by the ``entropy_kernel`` fixture). The accuracy, derivative and Hessian tests of
+``entropy_from_logits`` in test_accuracy.py, test_gradients.py and test_hessian.py run on both paths too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+import jaxloss
+from jaxloss import _pallas
+
+try:  # the repository root on sys.path (python -m pytest, or tests/ as a package)
+    from tests import ulp
+except ImportError:  # pytest's rootdir-less "prepend" import mode puts tests/ itself on sys.path
+    import ulp
+
+F32 = np.float32
+INF = np.inf
+# Row widths: one class, odd widths padded to a power of two, exactly one chunk, and wide rows read in several
+# chunks (the last one partial).
+WIDTHS = (1, 2, 3, 255, 256, 300, _pallas._CHUNK, _pallas._CHUNK + 1, 3 * _pallas._CHUNK - 5)
+
+
+def reference(logits):
+    """Float64 entropy of softmax per row (last axis), -inf classes out: log1p(s1) + sum(e u) / (1 + s1), where
+    s1 = sum(e) - 1 is summed without the top class (log of the plain sum loses the tiny tails even in float64)."""
+    lg = np.asarray(logits, np.float64)
+    m = lg.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(lg - m)
+    u = np.where(e > 0, m - lg, 0.0)
+    top = lg == m
+    s1 = np.where(top, 0.0, e).sum(axis=-1) + (top.sum(axis=-1) - 1)
+    return np.log1p(s1) + (e * u).sum(axis=-1) / (1 + s1)
+
+
+def logits_for(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=shape)
+    if shape[-1] > 2:
+        x[..., ::7] = -INF  # masked classes, in every row
+        x[..., 1] = 40.0  # one dominant class per row: the top class left out of the normaliser matters
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [F32, ml_dtypes.bfloat16, np.float16], ids=["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_value_and_gradient_match_float64(width, dtype, entropy_kernel):
+    rows = 37 if width <= 300 else 3
+    logits = logits_for((rows, width), dtype, seed=width)
+    h, g = jax.value_and_grad(lambda lg: jaxloss.entropy_from_logits(lg).sum())(jnp.asarray(logits))
+    h_rows = jaxloss.entropy_from_logits(jnp.asarray(logits))
+    assert h_rows.dtype == jnp.float32 and g.dtype == logits.dtype
+    ref = reference(logits.astype(np.float64))
+    error = ulp.max_ulp(h_rows, ref, F32, mask=ref > ulp.flush_threshold(width))
+    assert error.error <= ulp.ENTROPY_FROM_LOGITS_ULP, f"{entropy_kernel}, width {width}: {error}"
+    np.testing.assert_allclose(h, ref.sum(), rtol=rows * 4 * np.finfo(F32).eps)
+    assert np.isfinite(np.asarray(g, F32)).all()
+
+
+@pytest.mark.parametrize("width", [300, 3 * _pallas._CHUNK - 5])
+def test_kernel_agrees_with_the_xla_path(width):
+    logits = jnp.asarray(logits_for((5, width), F32, seed=1))
+    f = lambda lg: jaxloss.entropy_from_logits(lg).sum()  # noqa: E731
+    out = {}
+    for how in ("xla", "pallas"):
+        with _pallas.forced(how):
+            out[how] = (jaxloss.entropy_from_logits(logits), jax.grad(f)(logits), jax.jacfwd(f)(logits[:2, :40]))
+    for a, b in zip(out["xla"], out["pallas"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=8 * np.finfo(F32).eps, atol=1e-12)
+
+
+@pytest.mark.parametrize("width", [5, 300, 4096, 3 * _pallas._CHUNK - 5])
+def test_special_rows(width, entropy_kernel):
+    rows = np.zeros((6, width), F32)
+    rows[0, -1] = np.nan  # NaN last: XLA:CPU's max reduction returned -inf for such a row (>= 4096 entries)
+    rows[1, 0] = np.nan
+    rows[1, -1] = INF  # ... and max(NaN, inf) = inf: the +inf limit used to turn the NaN into a class that is out
+    rows[2] = -INF  # every class out
+    rows[3, ::2] = INF  # +inf classes share all the probability
+    rows[4, :-1] = -INF  # one class in
+    rows[5] = np.arange(width, dtype=F32)  # distinct logits
+    g = jax.grad(lambda lg: jaxloss.entropy_from_logits(lg).sum())(jnp.asarray(rows))
+    h_rows = np.asarray(jaxloss.entropy_from_logits(jnp.asarray(rows)))
+    assert np.isnan(h_rows[:2]).all() and np.isnan(np.asarray(g)[:2]).all()
+    np.testing.assert_array_equal(h_rows[2], 0.0)
+    np.testing.assert_allclose(h_rows[3], np.log(len(range(0, width, 2))), rtol=2 * np.finfo(F32).eps)
+    np.testing.assert_array_equal(h_rows[4], 0.0)
+    np.testing.assert_allclose(h_rows[5], reference(rows[5]), rtol=4 * np.finfo(F32).eps)
+    np.testing.assert_array_equal(np.asarray(g)[2:5], 0.0)
+    assert np.isfinite(np.asarray(g)[5]).all()
+
+
+def test_batched_shapes_and_where_mask(entropy_kernel):
+    logits = jnp.asarray(logits_for((2, 3, 300), F32, seed=3))
+    mask = jnp.asarray(np.random.default_rng(4).uniform(size=(2, 3, 300)) < 0.8)
+    h = jaxloss.entropy_from_logits(logits, where=mask, base=2)
+    ref = reference(np.where(np.asarray(mask), np.asarray(logits, np.float64), -INF)) / np.log(2.0)
+    np.testing.assert_allclose(h, ref, rtol=4 * np.finfo(F32).eps)
+    per_example = jax.vmap(jaxloss.entropy_from_logits)(logits.reshape(6, 300))
+    np.testing.assert_allclose(per_example, reference(np.asarray(logits).reshape(6, 300)), rtol=4 * np.finfo(F32).eps)
+
+
+def test_launch_shapes_are_powers_of_two_and_cover_the_row():
+    for rows, cols in [(1, 1), (7, 3), (2**20, 256), (8192, 32768), (3, 3 * _pallas._CHUNK - 5), (1000, 50257)]:
+        per_program, chunk, chunks, warps = _pallas.launch_shape(rows, cols)
+        for v in (per_program, chunk, warps):
+            assert v & (v - 1) == 0, (rows, cols, per_program, chunk, warps)
+        assert chunk * chunks >= cols > chunk * (chunks - 1)
+        assert per_program * chunk <= max(_pallas._BLOCK_ELEMENTS, chunk)
+
+
+def test_offered_only_where_the_kernel_applies(monkeypatch):
+    monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", "pallas")
+    assert _pallas.offered((4, 256), jnp.float32, 1)
+    assert _pallas.offered((4, 256), jnp.bfloat16, 1)
+    assert not _pallas.offered((4, 256), jnp.float64, 1)  # float64 stays on XLA
+    assert not _pallas.offered((4, 256), jnp.float32, 0)  # the class axis must be the last one
+    assert not _pallas.offered((0, 256), jnp.float32, 1)
+    monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", "xla")
+    assert not _pallas.offered((4, 256), jnp.float32, 1)
+    monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", "fast")
+    with pytest.raises(ValueError, match="JAXLOSS_ENTROPY_KERNEL must be one of auto, xla, pallas; got 'fast'"):
+        _pallas.offered((4, 256), jnp.float32, 1)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the program a machine without CUDA compiles")
+def test_without_cuda_no_kernel_is_traced(monkeypatch):
+    monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
+    if os.environ.get("JAXLOSS_ENTROPY_KERNEL"):
+        pytest.skip("JAXLOSS_ENTROPY_KERNEL is set")
+    f = jax.value_and_grad(lambda lg: jaxloss.entropy_from_logits.__wrapped__(lg).sum())
+    jaxpr = str(jax.make_jaxpr(f)(jnp.ones((4, 256), F32)))
+    assert "pallas_call" not in jaxpr and "platform_index" not in jaxpr
