@@ -401,9 +401,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                     )
                     results.extend(_records(workload, mode, dtype_name, shape, inputs, runners, copy))
                     _print_case(results[-len(runners) :], file=args.log)
+                    if args.json:  # after every case, so that a run cut short keeps what it measured
+                        partial = {"meta": meta(argv, copy), "torch_skipped": torch_skip, "results": results}
+                        _write_json(args.json, partial)
                 del inputs
     out = {"meta": meta(argv, copy), "torch_skipped": torch_skip, "results": results}
     return out
+
+
+def _write_json(path: str, out: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
 
 
 def _records(workload, mode, dtype_name, shape, inputs, runners, copy) -> list[dict]:
@@ -543,8 +551,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.markdown:
         print(markdown_table(out))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        _write_json(args.json, out)
     return out
 
 
