@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from . import _checks
+
 __all__: list[str] = []
 
 
@@ -445,10 +447,6 @@ def softmax_row_stats(x2d):
     return jnp.where(jnp.isnan(s1) | jnp.isnan(t), jnp.nan, m_raw), s1, t  # a row with a NaN: m = NaN
 
 
-def _compute_dtype(x):
-    return jnp.float32 if jnp.finfo(x.dtype).bits < 32 else x.dtype
-
-
 def _kernel_stats(logits):
     """(row max, s1, t) from the row kernel over the last axis, shaped like logits with that axis of size 1."""
     from . import _pallas
@@ -475,7 +473,7 @@ def entropy_logits(logits, axis):
         m_raw, s1, t = _kernel_stats(logits)
         none = m_raw == -jnp.inf
     else:
-        _, _, s1, t, none = _softmax_parts(logits.astype(_compute_dtype(logits)), axis)
+        _, _, s1, t, none = _softmax_parts(logits.astype(_checks.compute_dtype(logits)), axis)
     h = log1p(s1) + t / (1 + s1)
     return jnp.where(none, 0, h)
 
@@ -502,21 +500,21 @@ def _value_and_grad_kernel(logits, axis):
     Hessians are the XLA path's to the bit: kernel sums mixed with XLA's terms did not cancel as consistently
     (a Hessian-vector product of a peaked row was off by 75 times its error bound)."""
     m_raw, s1, t = _kernel_stats(logits)
-    e, u, none = _shifted(logits.astype(_compute_dtype(logits)), m_raw)
+    e, u, none = _shifted(logits.astype(_checks.compute_dtype(logits)), m_raw)
     return _value_and_grad_from(e, u, s1, t, none)
 
 
 @_value_and_grad_kernel.defjvp
 def _value_and_grad_kernel_jvp(axis, primals, tangents):
     (logits,), (dlogits,) = primals, tangents
-    dtype = _compute_dtype(logits)
+    dtype = _checks.compute_dtype(logits)
     return jax.jvp(lambda x: _value_and_grad_xla(x, axis), (logits.astype(dtype),), (dlogits.astype(dtype),))
 
 
 @entropy_logits.defjvp
 def _entropy_logits_jvp(axis, primals, tangents):
     (logits,), (dlogits,) = primals, tangents
-    dtype = _compute_dtype(logits)
+    dtype = _checks.compute_dtype(logits)
     if _use_kernel(logits, axis):
         h, grad = _value_and_grad_kernel(logits, axis)
     else:
