@@ -41,14 +41,14 @@ _MODES = ("auto", "xla", "pallas")
 # Launch shape: _CHUNK classes per load; rows per program so that a block holds about _BLOCK_ELEMENTS values.
 # A power of two each, as Triton requires. Chosen on an H200 (`python -m benchmarks.tune_entropy`, benchmarks/NOTES.md
 # "GPU"): at 2^20 x 256 blocks of 4096 with 4 warps were fastest, one block per program (a persistent grid with
-# Triton's software pipelining measured the same or slower); for 8192 x 32768 chunks of 4096, 8 warps, 2 stages.
+# Triton's software pipelining was no faster and was removed; its code is in commit fc1d0ab); for 8192 x 32768
+# chunks of 4096, 8 warps, 2 stages.
 _CHUNK = 4096
 _BLOCK_ELEMENTS = 4096
 _NUM_WARPS = 4
 _NUM_WARPS_WIDE = 8
 _NUM_STAGES = 1
 _NUM_STAGES_WIDE = 2
-_PROGRAMS = 0  # 0: one program per block of rows; else at most this many programs, each looping over blocks
 # Row sums: on a GPU Triton reduces a block as a tree (each thread adds its few elements, then a butterfly across
 # threads), so the rounding error grows like log(n). The interpreter runs the kernel as XLA:CPU code, whose
 # reduction inside a loop adds one element after another (up to 16 ulp at 4096 classes); there the sum is taken in
@@ -139,9 +139,10 @@ def _row_sum(a, interpret: bool):
     return jnp.sum(a, axis=1, keepdims=True)
 
 
-def _block(x_ref, m_ref, s1_ref, t_ref, row0, *, n_rows, n_cols, rows, chunk, chunks, interpret, rows_ragged):
-    """The statistics of rows row0 .. row0 + rows - 1."""
+def _kernel(x_ref, m_ref, s1_ref, t_ref, *, n_rows, n_cols, rows, chunk, chunks, interpret, rows_ragged):
+    """One program: the statistics of its block of ``rows`` rows."""
     f32 = jnp.float32
+    row0 = pl.program_id(0) * rows
     cols_ragged = n_cols % chunk != 0
 
     def load(c):
@@ -204,47 +205,26 @@ def _block(x_ref, m_ref, s1_ref, t_ref, row0, *, n_rows, n_cols, rows, chunk, ch
         plgpu.store(ref.at[pl.ds(row0, rows), :], value, mask=out_ok)
 
 
-def _kernel(x_ref, m_ref, s1_ref, t_ref, *, programs, steps, **shape):
-    # `programs` programs; program p takes the blocks of rows p, p + programs, ... (`steps` of them): a loop that
-    # Triton can software-pipeline (the next block's loads issued while this one is reduced).
-    block = functools.partial(_block, x_ref, m_ref, s1_ref, t_ref, **shape)
-    rows = shape["rows"]
-    pid = pl.program_id(0)  # read outside the loop (the interpreter resolves it only there)
-    if steps == 1:
-        block(pid * rows)
-    else:
-
-        def step(i, carry):
-            block((pid + i * programs) * rows)
-            return carry
-
-        jax.lax.fori_loop(0, steps, step, 0)
-
-
 def _pallas_stats(x2d, *, interpret: bool):
     n_rows, n_cols = x2d.shape
     rows, chunk, chunks, warps = launch_shape(n_rows, n_cols)
     stages = _NUM_STAGES_WIDE if chunks > 1 else _NUM_STAGES
     blocks = -(-n_rows // rows)
-    programs = min(blocks, _PROGRAMS) if _PROGRAMS else blocks
-    steps = -(-blocks // programs)
     kernel = functools.partial(
         _kernel,
-        programs=programs,
-        steps=steps,
         n_rows=n_rows,
         n_cols=n_cols,
         rows=rows,
         chunk=chunk,
         chunks=chunks,
         interpret=interpret,
-        rows_ragged=programs * steps * rows != n_rows,
+        rows_ragged=blocks * rows != n_rows,
     )
     out = jax.ShapeDtypeStruct((n_rows, 1), jnp.float32)
     m, s1, t = pl.pallas_call(
         kernel,
         out_shape=(out, out, out),
-        grid=(programs,),
+        grid=(blocks,),
         interpret=interpret,
         compiler_params=None if interpret else plgpu.CompilerParams(num_warps=warps, num_stages=stages),
         name="jaxloss_entropy_row_stats",
