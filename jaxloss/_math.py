@@ -462,20 +462,34 @@ def _use_kernel(logits, axis) -> bool:
     return _pallas.offered(logits.shape, logits.dtype, axis)
 
 
+def _use_cpu_kernel(logits, axis) -> bool:
+    from . import _cpu
+
+    return _cpu.offered(logits.shape, logits.dtype, axis)
+
+
+def _entropy_xla(x, axis):
+    """H over ``axis`` (kept as size 1) on the XLA path; ``x`` float32 or float64."""
+    _, _, s1, t, none = _softmax_parts(x, axis)
+    return jnp.where(none, 0, log1p(s1) + t / (1 + s1))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def entropy_logits(logits, axis):
     """H(softmax(logits)) over ``axis`` (kept as size 1): log1p(s1) + t / (1 + s1), both terms >= 0.
 
-    16-bit logits are widened to float32 here (inside the GPU kernel when it is used, so they are read from
-    memory at their own width); the result is float32 for 16- and 32-bit logits.
+    16-bit logits are widened to float32 here (inside the GPU or CPU kernel when one is used, so they are read
+    from memory at their own width); the result is float32 for 16- and 32-bit logits.
     """
+    dtype = _checks.compute_dtype(logits)
     if _use_kernel(logits, axis):
         m_raw, s1, t = _kernel_stats(logits)
-        none = m_raw == -jnp.inf
-    else:
-        _, _, s1, t, none = _softmax_parts(logits.astype(_checks.compute_dtype(logits)), axis)
-    h = log1p(s1) + t / (1 + s1)
-    return jnp.where(none, 0, h)
+        return jnp.where(m_raw == -jnp.inf, 0, log1p(s1) + t / (1 + s1))
+    if _use_cpu_kernel(logits, axis):
+        from . import _cpu
+
+        return _cpu.entropy(logits, lambda x: _entropy_xla(x.astype(dtype), axis)[..., 0])[..., None]
+    return _entropy_xla(logits.astype(dtype), axis)
 
 
 def _value_and_grad_xla(x, axis):
@@ -504,11 +518,31 @@ def _value_and_grad_kernel(logits, axis):
     return _value_and_grad_from(e, u, s1, t, none)
 
 
-@_value_and_grad_kernel.defjvp
-def _value_and_grad_kernel_jvp(axis, primals, tangents):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _value_and_grad_cpu(logits, axis):
+    """(H, dH/dl) from the CPU kernel (the XLA path where not lowered for CPU); differentiated as the XLA path,
+    like :func:`_value_and_grad_kernel`."""
+    from . import _cpu
+
+    dtype = _checks.compute_dtype(logits)
+
+    def xla(x):
+        h, grad = _value_and_grad_xla(x.astype(dtype), axis)
+        return h[..., 0], grad
+
+    h, grad = _cpu.entropy_and_grad(logits, xla)
+    return h[..., None], grad
+
+
+def _differentiated_as_xla(axis, primals, tangents):
+    """The JVP rule of the kernels' (H, dH/dl): that of the XLA formulation, values included."""
     (logits,), (dlogits,) = primals, tangents
     dtype = _checks.compute_dtype(logits)
     return jax.jvp(lambda x: _value_and_grad_xla(x, axis), (logits.astype(dtype),), (dlogits.astype(dtype),))
+
+
+_value_and_grad_kernel.defjvp(_differentiated_as_xla)
+_value_and_grad_cpu.defjvp(_differentiated_as_xla)
 
 
 @entropy_logits.defjvp
@@ -517,6 +551,8 @@ def _entropy_logits_jvp(axis, primals, tangents):
     dtype = _checks.compute_dtype(logits)
     if _use_kernel(logits, axis):
         h, grad = _value_and_grad_kernel(logits, axis)
+    elif _use_cpu_kernel(logits, axis):
+        h, grad = _value_and_grad_cpu(logits, axis)
     else:
         h, grad = _value_and_grad_xla(logits.astype(dtype), axis)
     return h, jnp.sum(grad * dlogits.astype(dtype), axis=axis, keepdims=True)

@@ -27,10 +27,11 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(params=["xla", "pallas"])
+@pytest.fixture(params=["xla", "auto", "pallas"])
 def entropy_kernel(request):
-    """Run an ``entropy_from_logits`` test on both of its paths: XLA, and the Pallas row kernel (natively on a
-    CUDA GPU, through Pallas' interpreter elsewhere). JAX's caches are cleared on entry and exit."""
+    """Run an ``entropy_from_logits`` test on each of its paths: XLA; ``auto``, the native kernel of the platform
+    (the C++ row kernel on CPU, the Pallas kernel on a CUDA GPU); and the Pallas row kernel (natively on a CUDA
+    GPU, through Pallas' interpreter elsewhere). JAX's caches are cleared on entry and exit."""
     from jaxloss import _pallas
 
     with _pallas.forced(request.param):

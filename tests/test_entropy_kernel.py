@@ -1,8 +1,10 @@
-"""The Pallas row kernel behind ``entropy_from_logits`` (jaxloss/_pallas.py), against float64 and the XLA path.
+"""The row kernels behind ``entropy_from_logits``, against float64 and the XLA path: the Pallas kernel
+(jaxloss/_pallas.py) and the C++ CPU kernel (jaxloss/_cpu.py, jaxloss/_cpu_kernel.cc).
 
-On a CUDA GPU the kernel runs natively; elsewhere through Pallas' interpreter (``JAXLOSS_ENTROPY_KERNEL=pallas``,
-set per test by the ``entropy_kernel`` fixture). The accuracy, derivative and Hessian tests of
-``entropy_from_logits`` in test_accuracy.py, test_gradients.py and test_hessian.py run on both paths too.
+The ``entropy_kernel`` fixture runs each test on every path: ``xla``; ``auto``, the platform's native kernel (the
+C++ kernel on CPU, the Pallas kernel on a CUDA GPU); and ``pallas``, the Pallas kernel natively on a CUDA GPU and
+through Pallas' interpreter elsewhere. The accuracy, derivative and Hessian tests of ``entropy_from_logits`` in
+test_accuracy.py, test_gradients.py and test_hessian.py run on all three too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxloss
-from jaxloss import _pallas
+from jaxloss import _cpu, _pallas
 
 try:  # the repository root on sys.path (python -m pytest, or tests/ as a package)
     from tests import ulp
@@ -73,15 +75,18 @@ def test_kernel_agrees_with_the_xla_path(width):
     logits = jnp.asarray(logits_for((5, width), F32, seed=1))
     f = lambda lg: jaxloss.entropy_from_logits(lg).sum()  # noqa: E731
     out = {}
-    for how in ("xla", "pallas"):
+    for how in ("xla", "pallas", "auto"):  # auto: the C++ kernel on CPU
         with _pallas.forced(how):
             out[how] = (jaxloss.entropy_from_logits(logits), jax.grad(f)(logits), jax.jacfwd(f)(logits[:2, :40]))
-    (h_x, g_x, j_x), (h_p, g_p, j_p) = out["xla"], out["pallas"]
-    np.testing.assert_allclose(h_p, h_x, rtol=2 * TOL, atol=0)  # each path within TOL of the exact value
-    # Gradients: each path within 16 eps of the error scale max(|g|, H) (tests/test_gradients.py), so twice that apart.
-    for a, b in ((g_x, g_p), (j_x, j_p)):
-        scale = max(np.abs(np.asarray(a)).max(), np.asarray(h_x).max())
-        np.testing.assert_allclose(b, a, rtol=0, atol=2 * 16 * EPS * scale)
+    h_x, g_x, j_x = out["xla"]
+    for how in ("pallas", "auto"):
+        h_k, g_k, j_k = out[how]
+        np.testing.assert_allclose(h_k, h_x, rtol=2 * TOL, atol=0)  # each path within TOL of the exact value
+        # Gradients: each path within 16 eps of the error scale max(|g|, H) (tests/test_gradients.py), so twice
+        # that apart.
+        for a, b in ((g_x, g_k), (j_x, j_k)):
+            scale = max(np.abs(np.asarray(a)).max(), np.asarray(h_x).max())
+            np.testing.assert_allclose(b, a, rtol=0, atol=2 * 16 * EPS * scale, err_msg=how)
 
 
 @pytest.mark.parametrize("width", [5, 300, 4096, 3 * _pallas._CHUNK - 5])
@@ -138,9 +143,30 @@ def test_offered_only_where_the_kernel_applies(monkeypatch):
         _pallas.offered((4, 256), jnp.float32, 1)
 
 
-@pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the program a machine without CUDA compiles")
-def test_without_cuda_no_kernel_is_traced(monkeypatch):
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the program a CPU-only machine compiles")
+def test_on_cpu_the_cpu_kernel_is_built_and_compiled_in(monkeypatch):
+    """The C++ kernel builds here (CI has a compiler: a failed build is a failure, not a silent fallback), and a
+    CPU program's value and gradient call it, with no Pallas kernel traced."""
     monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
+    assert _cpu.status() == "available"
     f = jax.value_and_grad(lambda lg: jaxloss.entropy_from_logits.__wrapped__(lg).sum())
-    jaxpr = str(jax.make_jaxpr(f)(jnp.ones((4, 256), F32)))
-    assert "pallas_call" not in jaxpr and "platform_index" not in jaxpr
+    x = jnp.ones((4, 256), F32)
+    assert "pallas_call" not in str(jax.make_jaxpr(f)(x))
+    hlo = jax.jit(f).lower(x).compile().as_text()
+    assert 'custom_call_target="jaxloss_entropy_logits_grad"' in hlo
+    forward = jax.jit(jaxloss.entropy_from_logits.__wrapped__).lower(x).compile().as_text()
+    assert 'custom_call_target="jaxloss_entropy_logits"' in forward
+
+
+def test_cpu_kernel_offered_only_where_it_applies(monkeypatch):
+    monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
+    if _cpu.status() != "available" or jax.device_count() != 1:
+        pytest.skip(f"the CPU kernel is {_cpu.status()} with {jax.device_count()} devices")
+    assert _cpu.offered((4, 256), jnp.float32, 1)
+    assert _cpu.offered((2, 3, 5), jnp.float16, 2)
+    assert not _cpu.offered((4, 256), jnp.float64, 1)  # float64 stays on XLA
+    assert not _cpu.offered((4, 256), jnp.float32, 0)  # the class axis must be the last one
+    assert not _cpu.offered((0, 256), jnp.float32, 1)
+    for other in ("xla", "pallas"):
+        monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", other)
+        assert not _cpu.offered((4, 256), jnp.float32, 1)

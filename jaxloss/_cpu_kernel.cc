@@ -1,0 +1,354 @@
+// The CPU row kernel behind jaxloss.entropy_from_logits: an XLA FFI custom call (see jaxloss/_cpu.py).
+//
+// For each row l of the last axis: H = log1p(s1) + t / (1 + s1), with m = max(l), d = l - m, e = exp(d),
+// s1 = sum over the non-top classes of e + (number of top classes - 1), t = sum(e * (-d)); and, in the
+// value-and-gradient handler, dH/dl_i = (e_i / z) * (-d_i - t / z), z = 1 + s1. The same exact algorithm as
+// jaxloss._math._softmax_parts, carried out in double precision: d = l - m (float32 operands) is within 2^-53 of
+// exact, exp(d) within 1e-11 relative, the sums in double; each result is rounded once to float32.
+//
+// Limits, as the XLA path: a row with a NaN gives NaN (value and whole gradient row); a row with every class at
+// -inf (or no classes) gives 0; classes at +inf share all the probability (H = log k for k of them, gradient 0);
+// a class at -inf gets e = 0 and gradient 0. Terms below exp(-708) relative to the top class are dropped: they
+// are below 2^-1000, far under anything a float32 result can show.
+//
+// Each row is read from memory twice at most (maximum, then sums; the row stays in cache between the passes) and
+// the gradient is written once. Rows are shared out among XLA's intra-op threads.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+inline float Widen(float v) { return v; }
+
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+
+inline float Widen(Bf16 v) {
+  uint32_t b = static_cast<uint32_t>(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+// IEEE binary16 -> binary32, exact, branch-free, and without a subnormal float32 operand anywhere (XLA runs
+// custom calls with subnormal operands read as zero): normal numbers by moving the bits into place and
+// rescaling by 2^112 (the bias difference), subnormal ones as the integer significand times 2^-24.
+inline float Widen(F16 v) {
+  uint32_t h = v.bits;
+  uint32_t mag = h & 0x7fffu;
+  uint32_t shifted = mag << 13;
+  float f;
+  std::memcpy(&f, &shifted, 4);
+  f *= 0x1p112f;
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  float sub = static_cast<float>(static_cast<int32_t>(mag)) * 0x1p-24f;
+  uint32_t sub_bits;
+  std::memcpy(&sub_bits, &sub, 4);
+  bits = mag < 0x400u ? sub_bits : bits;
+  bits = mag >= 0x7c00u ? (0x7f800000u | shifted) : bits;  // inf and NaN
+  bits |= (h & 0x8000u) << 16;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Eight lanes at a time, written with GCC/Clang vector extensions so that the loops are vectorised whatever the
+// compiler's cost model thinks (AVX2 where the build machine has it, two SSE2 halves otherwise).
+typedef float VF __attribute__((vector_size(32)));
+typedef int32_t VI __attribute__((vector_size(32)));
+typedef uint32_t VU __attribute__((vector_size(32)));
+typedef uint16_t VH __attribute__((vector_size(16)));
+typedef double VD __attribute__((vector_size(32)));
+typedef float VF4 __attribute__((vector_size(16)));
+constexpr int kLanes = 8;
+
+inline VF Splat(float v) { return VF{} + v; }
+inline VF Pick(VI mask, VF a, VF b) { return (VF)((mask & (VI)a) | (~mask & (VI)b)); }
+
+inline VF Widen8(float const* x) {
+  VF v;
+  std::memcpy(&v, x, sizeof v);
+  return v;
+}
+
+inline VF Widen8(Bf16 const* x) {
+  VH h;
+  std::memcpy(&h, x, sizeof h);
+  return (VF)(__builtin_convertvector(h, VU) << 16);
+}
+
+inline VF Widen8(F16 const* x) {
+  // Widen(F16), eight lanes at a time.
+  VH h;
+  std::memcpy(&h, x, sizeof h);
+  VU u = __builtin_convertvector(h, VU);
+  VU mag = u & 0x7fffu;
+  VU shifted = mag << 13;
+  VF normal = (VF)shifted * 0x1p112f;
+  VF sub = __builtin_convertvector((VI)mag, VF) * 0x1p-24f;
+  VF out = Pick((VI)(mag < 0x400u), sub, normal);
+  out = Pick((VI)(mag >= 0x7c00u), (VF)(shifted | 0x7f800000u), out);
+  return (VF)((VU)out | ((u & 0x8000u) << 16));
+}
+
+// Eight entries from x[0..n), n <= 8, widened to float; missing lanes are -inf (classes that are out).
+template <typename T>
+inline VF Load(const T* x, int64_t n) {
+  if (n == kLanes) return Widen8(x);
+  VF v = Splat(-INFINITY);
+  for (int64_t k = 0; k < n; ++k) v[k] = Widen(x[k]);
+  return v;
+}
+
+// Below this shift a class's e = exp(d) < 1.7e-38 is dropped (0): XLA flushes such subnormal products too, and
+// e * (-d) < 2^-119 there, the bound of the flush exclusion documented in tests/ulp.py.
+constexpr float kFloor = -87.0f;
+
+struct Shifted {
+  VF e;    // exp(d), 0 below kFloor and for classes that are out
+  VF u;    // -d >= 0 (d = l - m as hi + lo; clamped to -kFloor below kFloor)
+  VI top;  // all ones where l == m
+};
+
+// d = l - m kept exactly as hi + lo (Knuth's TwoSum, as jaxloss._math._two_diff), and e = exp(hi + lo): Cody-Waite
+// reduction hi + lo = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial in r (Chebyshev fit, float32 coefficients;
+// 0.90 ulp on [-ln2/2, ln2/2] in float32 arithmetic, `python benchmarks/exp_fit.py`) scaled by 2^n through the
+// exponent bits: about 1.1 ulp in all.
+inline Shifted Shift(VF l, VF neg_m) {
+  VF hi = l + neg_m;
+  VF bb = hi - l;
+  VF lo = (l - (hi - bb)) + (neg_m - bb);
+  VI keep = hi > kFloor;
+  VF hc = Pick(keep, hi, Splat(kFloor));
+  lo = (VF)((VI)lo & keep);  // NaN for a class at -inf, 0 once masked
+  VF kd = hc * 1.44269504088896341f + 0x1.8p23f;
+  VI ki = (VI)kd;  // n sits in the low bits of kd's significand
+  kd -= 0x1.8p23f;
+  VF r = (hc - kd * 0x1.62e400p-1f) - kd * 0x1.7f7d1cp-20f;  // ln2 = 0x1.62e4p-1 + 0x1.7f7d1cf79abc9p-20
+  r += lo;
+  VF p = r * 0.0013941213255748153f + 0.008375209756195545f;
+  p = p * r + 0.04166635125875473f;
+  p = p * r + 0.16666413843631744f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  VF scale = (VF)((ki << 23) + 0x3f800000);  // 2^n, n in [-126, 0]
+  VF e = (VF)((VI)(p * scale) & keep);
+  return {e, -hc - lo, hi == 0.0f};
+}
+
+// The eight lanes of v added pairwise into four doubles.
+inline VD Widen(VF v) {
+  VF4 a = {v[0], v[1], v[2], v[3]};
+  VF4 b = {v[4], v[5], v[6], v[7]};
+  return __builtin_convertvector(a, VD) + __builtin_convertvector(b, VD);
+}
+
+template <typename T>
+struct RowKernel {
+  // Returns H for the row and, when g is not null, writes dH/dl into g (scratch holds the row's e and u: two
+  // arrays of n floats, n rounded up to a multiple of kLanes).
+  template <bool kGrad>
+  static float Run(const T* x, int64_t n, float* g, float* scratch) {
+    VF vm = Splat(-INFINITY);
+    VI bad = {};
+    for (int64_t i = 0; i < n; i += kLanes) {
+      VF v = Load(x + i, std::min<int64_t>(kLanes, n - i));
+      bad |= v != v;
+      vm = v > vm ? v : vm;
+    }
+    float m = -INFINITY;
+    int any_bad = 0;
+    for (int k = 0; k < kLanes; ++k) {
+      m = std::max(m, vm[k]);
+      any_bad |= bad[k];
+    }
+    if (any_bad) {
+      if (g) std::fill(g, g + n, NAN);
+      return NAN;
+    }
+    if (m == -INFINITY) {  // every class out, or no class
+      if (g) std::fill(g, g + n, 0.0f);
+      return 0.0f;
+    }
+    if (m == INFINITY) {  // the classes at +inf share all the probability
+      int64_t k = 0;
+      for (int64_t i = 0; i < n; ++i) k += Widen(x[i]) == INFINITY;
+      if (g) std::fill(g, g + n, 0.0f);
+      return static_cast<float>(std::log(static_cast<double>(k)));
+    }
+    // Sums: float lanes over blocks of kBlock entries (16 terms per lane), the block sums added in double.
+    const VF neg_m = Splat(-m);
+    const int64_t stride = (n + kLanes - 1) / kLanes * kLanes;
+    VD s_acc = {}, t_acc = {};
+    VI count = {};
+    constexpr int64_t kBlock = 16 * kLanes;
+    int64_t i = 0;
+    while (i < n) {
+      VF sb = {}, tb = {};
+      auto step = [&](VF v) {
+        Shifted q = Shift(v, neg_m);
+        sb += (VF)(~q.top & (VI)q.e);
+        count -= q.top;
+        tb += q.e * q.u;
+        if constexpr (kGrad) {
+          std::memcpy(scratch + i, &q.e, sizeof q.e);
+          std::memcpy(scratch + stride + i, &q.u, sizeof q.u);
+        }
+      };
+      const int64_t end = std::min(n, i + kBlock);
+      for (; i + kLanes <= end; i += kLanes) step(Widen8(x + i));
+      if (i < end) {
+        step(Load(x + i, end - i));
+        i = end;
+      }
+      s_acc += Widen(sb);
+      t_acc += Widen(tb);
+    }
+    const double s = (s_acc[0] + s_acc[1]) + (s_acc[2] + s_acc[3]);
+    const double t = (t_acc[0] + t_acc[1]) + (t_acc[2] + t_acc[3]);
+    double top = 0.0;
+    for (int k = 0; k < kLanes; ++k) top += count[k];
+    const double s1 = s + (top - 1.0);
+    const double z = 1.0 + s1;
+    const double tz = t / z;
+    if constexpr (kGrad) {
+      // dH/dl_i = p_i (u_i - t / z), p_i = e_i / z, in float32 as the XLA path.
+      const VF iz = Splat(static_cast<float>(1.0 / z));
+      const VF tzf = Splat(static_cast<float>(tz));
+      for (int64_t i = 0; i < n; i += kLanes) {
+        VF e, u;
+        std::memcpy(&e, scratch + i, sizeof e);
+        std::memcpy(&u, scratch + stride + i, sizeof u);
+        VF out = (e * iz) * (u - tzf);
+        if (i + kLanes <= n) {
+          std::memcpy(g + i, &out, sizeof out);
+        } else {
+          for (int64_t k = 0; i + k < n; ++k) g[i + k] = out[k];
+        }
+      }
+    }
+    return static_cast<float>(std::log1p(s1) + tz);
+  }
+};
+
+// Runs body(first_row, last_row) over [0, rows) on the caller and XLA's intra-op threads. Chunks are claimed
+// from a shared counter, so tasks the pool runs late (or never, in a pool of one) find no work; the caller
+// waits only for chunks that were claimed, all of which are being worked on.
+template <typename Body>
+void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cols, Body body) {
+  const int64_t work = rows * (cols > 0 ? cols : 1);
+  const int64_t per_chunk = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(cols, 1));
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  int64_t threads = pool.num_threads();
+  if (threads <= 1 || chunks <= 1 || work < (int64_t{1} << 16)) {
+    body(0, rows);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto shared = std::make_shared<Shared>();
+  auto drain = [shared, rows, per_chunk, chunks, body]() {
+    for (;;) {
+      int64_t c = shared->next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return;
+      int64_t lo = c * per_chunk;
+      body(lo, std::min(rows, lo + per_chunk));
+      shared->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(threads, chunks) - 1;
+  for (int64_t k = 0; k < helpers; ++k) pool.Schedule([drain]() { drain(); });
+  drain();
+  while (shared->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+}
+
+template <typename T>
+ffi::Error Entropy(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h) {
+  auto dims = x.dimensions();
+  const int64_t cols = dims.size() == 0 ? 1 : dims.back();
+  const int64_t rows = h->element_count();
+  const T* xs = static_cast<const T*>(x.untyped_data());
+  float* hs = h->typed_data();
+  ParallelRows(pool, rows, cols, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) hs[r] = RowKernel<T>::template Run<false>(xs + r * cols, cols, nullptr, nullptr);
+  });
+  return ffi::Error::Success();
+}
+
+template <typename T>
+ffi::Error EntropyGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h,
+                       ffi::Result<ffi::Buffer<ffi::F32>> g) {
+  auto dims = x.dimensions();
+  const int64_t cols = dims.size() == 0 ? 1 : dims.back();
+  const int64_t rows = h->element_count();
+  const T* xs = static_cast<const T*>(x.untyped_data());
+  float* hs = h->typed_data();
+  float* gs = g->typed_data();
+  ParallelRows(pool, rows, cols, [=](int64_t lo, int64_t hi) {
+    std::vector<float> scratch(2 * static_cast<size_t>(cols + kLanes));
+    for (int64_t r = lo; r < hi; ++r) hs[r] = RowKernel<T>::template Run<true>(xs + r * cols, cols, gs + r * cols, scratch.data());
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error BadType(ffi::AnyBuffer x) {
+  return ffi::Error::InvalidArgument("jaxloss entropy kernel: logits must be float32, bfloat16 or float16; got type " +
+                                     std::to_string(static_cast<int>(x.element_type())));
+}
+
+ffi::Error EntropyImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h) {
+  switch (x.element_type()) {
+    case ffi::F32:
+      return Entropy<float>(pool, x, h);
+    case ffi::BF16:
+      return Entropy<Bf16>(pool, x, h);
+    case ffi::F16:
+      return Entropy<F16>(pool, x, h);
+    default:
+      return BadType(x);
+  }
+}
+
+ffi::Error EntropyGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h,
+                           ffi::Result<ffi::Buffer<ffi::F32>> g) {
+  switch (x.element_type()) {
+    case ffi::F32:
+      return EntropyGrad<float>(pool, x, h, g);
+    case ffi::BF16:
+      return EntropyGrad<Bf16>(pool, x, h, g);
+    case ffi::F16:
+      return EntropyGrad<F16>(pool, x, h, g);
+    default:
+      return BadType(x);
+  }
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogits, EntropyImpl,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogitsGrad, EntropyGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
