@@ -1,22 +1,28 @@
-"""The CPU row kernel behind ``entropy_from_logits``: a C++ XLA FFI custom call, built on first use.
+"""The CPU row kernels behind ``entropy_from_logits`` and ``entropy``: C++ XLA FFI custom calls, built on first use.
 
-``_cpu_kernel.cc`` (beside this file) computes, for every row of the last axis, the entropy and (in a second
-handler) its gradient in one sweep over the row: the same exact algorithm as the XLA path (TwoSum shift, the top
-class kept out of the normaliser), with exp evaluated to about 1.1 ulp, the row sums accumulated in double and
-the entropy formed in double and rounded once. XLA:CPU spends most of the XLA formulation's time writing and
-re-reading the elementwise terms between its reductions (benchmarks/NOTES.md); the kernel reads each row once
-and writes only the result (and the gradient).
+``_cpu_kernel.cc`` (beside this file) computes, for every row of the last axis, a value and (in a second handler)
+its gradient in one sweep over the row:
 
-Build: the first call that can use the kernel compiles it with the system's C++ compiler (``$CXX``, else ``c++``,
+* ``entropy_from_logits``: the same exact algorithm as the XLA path (TwoSum shift, the top class kept out of the
+  normaliser), exp evaluated to about 1.1 ulp, the row sums accumulated in double and the entropy formed in double
+  and rounded once;
+* ``entropy`` (of probabilities): -sum p log p with a branch-free float32 log (0.76 ulp over every positive
+  float32) and the derivative -(log p + 1), 0 at p = 0.
+
+XLA:CPU spends most of the XLA formulations' time writing and re-reading elementwise terms between its
+reductions (benchmarks/NOTES.md); a kernel reads each row once and writes only the result (and the gradient).
+
+Build: the first call that can use a kernel compiles them with the system's C++ compiler (``$CXX``, else ``c++``,
 ``g++`` or ``clang++``) against the FFI headers that ship with jaxlib (``jax.ffi.include_dir()``), for the host's
 CPU (``-march=native``), into a cache directory: ``$JAXLOSS_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxloss``, else
-``~/.cache/jaxloss``. The file name carries a hash of the source, the compiler, its flags, the jaxlib version and
-the CPU's feature flags, so a changed input builds anew and machines sharing a home directory do not share code
-built for another CPU. It takes a few seconds, once. Without a compiler, or if the build fails, the XLA path is
-used and the reason is logged once (logger ``jaxloss``); :func:`status` reports it.
+``~/.cache/jaxloss`` (the temporary directory if that is not writable). The file name carries a hash of the
+source, the compiler, its flags, the jax version, the FFI header and the CPU's feature flags, so a changed input
+builds anew and machines sharing a home directory do not share code built for another CPU. It takes a few
+seconds, once. Without a compiler, or if the build fails, the XLA path is used and the reason is logged once
+(logger ``jaxloss``); :func:`status` reports it.
 
-Selection is static, like the GPU kernel's (:mod:`jaxloss._pallas`): offered for float32/bfloat16/float16 logits
-reduced over their last axis, non-empty, in a process with one device (a custom call is opaque to XLA's
+Selection is static, like the GPU kernel's (:mod:`jaxloss._pallas`): offered for float32/bfloat16/float16 input
+reduced over its last axis, non-empty, in a process with one device (a custom call is opaque to XLA's
 sharding propagation, which would gather a sharded input onto every device), unless ``JAXLOSS_ENTROPY_KERNEL`` is
 ``xla`` (or ``pallas``, which tests the GPU kernel). The call is lowered only for the CPU platform
 (``jax.lax.platform_dependent``); every other platform lowers the XLA formulation.
@@ -33,6 +39,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import jax
@@ -42,13 +49,17 @@ __all__: list[str] = []
 
 _LOG = logging.getLogger("jaxloss")
 _SOURCE = Path(__file__).with_name("_cpu_kernel.cc")
-_FORWARD = "jaxloss_entropy_logits"
-_GRADIENT = "jaxloss_entropy_logits_grad"
+# kernel -> (FFI target of the value, of the value and gradient; the library's symbols for them)
+_KERNELS = {
+    "entropy_from_logits": ("jaxloss_entropy_logits", "JaxlossEntropyLogits"),
+    "entropy": ("jaxloss_entropy", "JaxlossEntropy"),
+}
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
 _NATIVE = ("-march=native",)
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 _failure: str | None = None  # why the kernel is not available, once that is known
+_LOCK = threading.Lock()  # one build and one registration per process, whichever thread traces first
 
 
 def _compiler() -> str | None:
@@ -90,10 +101,19 @@ def _build(cxx: str) -> Path:
     key.update(jax.__version__.encode())
     key.update((Path(include) / "xla" / "ffi" / "api" / "c_api.h").read_bytes())
     key.update(_cpu_flags().encode())
-    target = _cache_dir() / f"entropy_kernel_{key.hexdigest()[:20]}.so"
+    name = f"entropy_kernel_{key.hexdigest()[:20]}.so"
+    target = _cache_dir() / name
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(f"{target.parent} is not writable")
+    except OSError:  # no writable cache (a read-only home): build into the temporary directory instead
+        target = Path(tempfile.gettempdir()) / f"jaxloss-{os.getuid() if hasattr(os, 'getuid') else 0}" / name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
@@ -110,10 +130,15 @@ def _build(cxx: str) -> Path:
             os.unlink(tmp)
 
 
-@functools.cache
 def _library():
-    """Compile (or find in the cache) and register the kernel; None, with the reason in ``_failure``, if it
+    """Compile (or find in the cache) and register the kernels; None, with the reason in ``_failure``, if they
     cannot be."""
+    with _LOCK:
+        return _load()
+
+
+@functools.cache
+def _load():
     global _failure
     cxx = _compiler()
     if cxx is None:
@@ -121,12 +146,14 @@ def _library():
     else:
         try:
             lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
-            jax.ffi.register_ffi_target(_FORWARD, jax.ffi.pycapsule(lib.JaxlossEntropyLogits), platform="cpu")
-            jax.ffi.register_ffi_target(_GRADIENT, jax.ffi.pycapsule(lib.JaxlossEntropyLogitsGrad), platform="cpu")
+            for target, symbol in _KERNELS.values():
+                for suffix in ("", "_grad"):
+                    handler = getattr(lib, symbol + ("Grad" if suffix else ""))
+                    jax.ffi.register_ffi_target(target + suffix, jax.ffi.pycapsule(handler), platform="cpu")
             return lib
         except Exception as err:  # a failed build must not break the library: the XLA path computes the same
             _failure = f"{type(err).__name__}: {err}"
-    _LOG.warning("jaxloss: the CPU entropy kernel is not available (%s); entropy_from_logits uses XLA.", _failure)
+    _LOG.warning("jaxloss: the CPU entropy kernels are not available (%s); the XLA formulations are used.", _failure)
     return None
 
 
@@ -136,7 +163,7 @@ def status() -> str:
 
 
 def offered(shape, dtype, axis: int) -> bool:
-    """Whether the kernel may be used for logits of this shape and dtype reduced over ``axis`` (static)."""
+    """Whether a kernel may be used for an input of this shape and dtype reduced over ``axis`` (static)."""
     from . import _pallas
 
     if _pallas.mode() != "auto":
@@ -148,19 +175,21 @@ def offered(shape, dtype, axis: int) -> bool:
     return jax.device_count() == 1 and _library() is not None
 
 
-def _ffi(name: str, logits, with_grad: bool):
-    out = jax.ShapeDtypeStruct(logits.shape[:-1], jnp.float32)
+def _ffi(target: str, x, with_grad: bool):
+    out = jax.ShapeDtypeStruct(x.shape[:-1], jnp.float32)
     if with_grad:
-        out = (out, jax.ShapeDtypeStruct(logits.shape, jnp.float32))
-    return jax.ffi.ffi_call(name, out, vmap_method="broadcast_all")(logits)
+        out = (out, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    return jax.ffi.ffi_call(target + ("_grad" if with_grad else ""), out, vmap_method="broadcast_all")(x)
 
 
-def entropy(logits, xla):
-    """H over the last axis (the axis dropped), float32: the kernel where lowered for CPU, ``xla(logits)``
-    elsewhere."""
-    return jax.lax.platform_dependent(logits, cpu=lambda x: _ffi(_FORWARD, x, False), default=xla)
+def value(kernel: str, x, xla):
+    """The kernel's value over the last axis of ``x`` (that axis dropped), float32, where lowered for CPU;
+    ``xla(x)`` elsewhere."""
+    target = _KERNELS[kernel][0]
+    return jax.lax.platform_dependent(x, cpu=lambda v: _ffi(target, v, False), default=xla)
 
 
-def entropy_and_grad(logits, xla):
-    """(H, dH/dl) as :func:`entropy`, the gradient float32 and shaped like ``logits``."""
-    return jax.lax.platform_dependent(logits, cpu=lambda x: _ffi(_GRADIENT, x, True), default=xla)
+def value_and_grad(kernel: str, x, xla):
+    """(value, gradient) as :func:`value`, the gradient float32 and shaped like ``x``."""
+    target = _KERNELS[kernel][0]
+    return jax.lax.platform_dependent(x, cpu=lambda v: _ffi(target, v, True), default=xla)

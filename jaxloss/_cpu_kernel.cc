@@ -1,4 +1,5 @@
-// The CPU row kernel behind jaxloss.entropy_from_logits: an XLA FFI custom call (see jaxloss/_cpu.py).
+// The CPU row kernels behind jaxloss.entropy_from_logits and jaxloss.entropy: XLA FFI custom calls (see
+// jaxloss/_cpu.py). First entropy_from_logits:
 //
 // For each row l of the last axis: H = log1p(s1) + t / (1 + s1), with m = max(l), d = l - m, e = exp(d),
 // s1 = sum over the non-top classes of e + (number of top classes - 1), t = sum(e * (-d)); and, in the
@@ -22,6 +23,10 @@
 #include <memory>
 #include <thread>
 #include <vector>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -87,16 +92,26 @@ inline VF Widen8(float const* x) {
 }
 
 inline VF Widen8(Bf16 const* x) {
+#ifdef __AVX2__
+  // One widening load and a shift (GCC splits the generic form below into two halves).
+  __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+  return (VF)_mm256_slli_epi32(u, 16);
+#else
   VH h;
   std::memcpy(&h, x, sizeof h);
   return (VF)(__builtin_convertvector(h, VU) << 16);
+#endif
 }
 
 inline VF Widen8(F16 const* x) {
   // Widen(F16), eight lanes at a time.
+#ifdef __AVX2__
+  VU u = (VU)_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+#else
   VH h;
   std::memcpy(&h, x, sizeof h);
   VU u = __builtin_convertvector(h, VU);
+#endif
   VU mag = u & 0x7fffu;
   VU shifted = mag << 13;
   VF normal = (VF)shifted * 0x1p112f;
@@ -106,11 +121,12 @@ inline VF Widen8(F16 const* x) {
   return (VF)((VU)out | ((u & 0x8000u) << 16));
 }
 
-// Eight entries from x[0..n), n <= 8, widened to float; missing lanes are -inf (classes that are out).
+// Eight entries from x[0..n), n <= 8, widened to float; missing lanes are `pad` (by default -inf: classes that
+// are out).
 template <typename T>
-inline VF Load(const T* x, int64_t n) {
+inline VF Load(const T* x, int64_t n, float pad = -INFINITY) {
   if (n == kLanes) return Widen8(x);
-  VF v = Splat(-INFINITY);
+  VF v = Splat(pad);
   for (int64_t k = 0; k < n; ++k) v[k] = Widen(x[k]);
   return v;
 }
@@ -280,22 +296,81 @@ void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cols, Body body) 
   while (shared->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
 }
 
+// Entropy of probabilities, -sum p log p over each row, and its derivative -(log p + 1) (0 at p = 0, the
+// convention of jaxloss.entropy). log is musl's logf algorithm without branches (s = f / (2 + f) on a mantissa in
+// [sqrt(1/2), sqrt(2)), four coefficients; < 1 ulp); subnormal p are scaled by 2^23 first. Limits as the XLA
+// path: p = 0 adds 0; p = +inf gives -inf; a negative or NaN p gives NaN (its term and its derivative).
+inline VF Log(VF x) {
+  VI small = x < 0x1p-126f;
+  x = Pick(small, x * 0x1p23f, x);
+  VI ix = (VI)x + (0x3f800000 - 0x3f3504f3);
+  VI k = (ix >> 23) - 0x7f - (small & 23);
+  ix = (ix & 0x007fffff) + 0x3f3504f3;
+  VF f = (VF)ix - 1.0f;
+  VF s = f / (2.0f + f);
+  VF z = s * s;
+  VF w = z * z;
+  VF t1 = w * (0.40000972152f + w * 0.24279078841f);
+  VF t2 = z * (0.66666662693f + w * 0.28498786688f);
+  VF hfsq = 0.5f * f * f;
+  VF dk = __builtin_convertvector(k, VF);
+  return s * (hfsq + (t2 + t1)) + dk * 9.0580006145e-06f - hfsq + f + dk * 6.9313812256e-01f;
+}
+
 template <typename T>
-ffi::Error Entropy(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h) {
+struct ProbabilityRow {
+  template <bool kGrad>
+  static float Run(const T* x, int64_t n, float* g, float* /*scratch*/) {
+    VD acc = {};
+    constexpr int64_t kBlock = 16 * kLanes;
+    int64_t i = 0;
+    while (i < n) {
+      VF tb = {};
+      auto step = [&](VF p, int64_t k) {
+        VI zero = p == 0.0f;
+        VF lg = Log(p);
+        lg = Pick(p == INFINITY, Splat(INFINITY), lg);
+        lg = Pick(zero | (p > 0.0f), lg, Splat(NAN));  // log of a negative p or of NaN: NaN
+        tb += (VF)(~zero & (VI)(-p * lg));
+        if constexpr (kGrad) {
+          VF slope = (VF)(~zero & (VI)(-(lg + 1.0f)));
+          if (k == kLanes) {
+            std::memcpy(g + i, &slope, sizeof slope);
+          } else {
+            for (int64_t j = 0; j < k; ++j) g[i + j] = slope[j];
+          }
+        }
+      };
+      const int64_t end = std::min(n, i + kBlock);
+      for (; i + kLanes <= end; i += kLanes) step(Widen8(x + i), kLanes);
+      if (i < end) {
+        step(Load(x + i, end - i, 0.0f), end - i);
+        i = end;
+      }
+      acc += Widen(tb);
+    }
+    return static_cast<float>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+  }
+};
+
+// The FFI handlers: `Value` writes one float32 per row of the last axis; `ValueGrad` also the derivative, shaped
+// like the input.
+template <template <typename> class Row, typename T>
+ffi::Error Value(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h) {
   auto dims = x.dimensions();
   const int64_t cols = dims.size() == 0 ? 1 : dims.back();
   const int64_t rows = h->element_count();
   const T* xs = static_cast<const T*>(x.untyped_data());
   float* hs = h->typed_data();
   ParallelRows(pool, rows, cols, [=](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) hs[r] = RowKernel<T>::template Run<false>(xs + r * cols, cols, nullptr, nullptr);
+    for (int64_t r = lo; r < hi; ++r) hs[r] = Row<T>::template Run<false>(xs + r * cols, cols, nullptr, nullptr);
   });
   return ffi::Error::Success();
 }
 
-template <typename T>
-ffi::Error EntropyGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h,
-                       ffi::Result<ffi::Buffer<ffi::F32>> g) {
+template <template <typename> class Row, typename T>
+ffi::Error ValueGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h,
+                     ffi::Result<ffi::Buffer<ffi::F32>> g) {
   auto dims = x.dimensions();
   const int64_t cols = dims.size() == 0 ? 1 : dims.back();
   const int64_t rows = h->element_count();
@@ -304,38 +379,42 @@ ffi::Error EntropyGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::
   float* gs = g->typed_data();
   ParallelRows(pool, rows, cols, [=](int64_t lo, int64_t hi) {
     std::vector<float> scratch(2 * static_cast<size_t>(cols + kLanes));
-    for (int64_t r = lo; r < hi; ++r) hs[r] = RowKernel<T>::template Run<true>(xs + r * cols, cols, gs + r * cols, scratch.data());
+    for (int64_t r = lo; r < hi; ++r) {
+      hs[r] = Row<T>::template Run<true>(xs + r * cols, cols, gs + r * cols, scratch.data());
+    }
   });
   return ffi::Error::Success();
 }
 
 ffi::Error BadType(ffi::AnyBuffer x) {
-  return ffi::Error::InvalidArgument("jaxloss entropy kernel: logits must be float32, bfloat16 or float16; got type " +
+  return ffi::Error::InvalidArgument("jaxloss CPU kernel: the input must be float32, bfloat16 or float16; got type " +
                                      std::to_string(static_cast<int>(x.element_type())));
 }
 
-ffi::Error EntropyImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h) {
+template <template <typename> class Row>
+ffi::Error ValueImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h) {
   switch (x.element_type()) {
     case ffi::F32:
-      return Entropy<float>(pool, x, h);
+      return Value<Row, float>(pool, x, h);
     case ffi::BF16:
-      return Entropy<Bf16>(pool, x, h);
+      return Value<Row, Bf16>(pool, x, h);
     case ffi::F16:
-      return Entropy<F16>(pool, x, h);
+      return Value<Row, F16>(pool, x, h);
     default:
       return BadType(x);
   }
 }
 
-ffi::Error EntropyGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h,
-                           ffi::Result<ffi::Buffer<ffi::F32>> g) {
+template <template <typename> class Row>
+ffi::Error ValueGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::Buffer<ffi::F32>> h,
+                         ffi::Result<ffi::Buffer<ffi::F32>> g) {
   switch (x.element_type()) {
     case ffi::F32:
-      return EntropyGrad<float>(pool, x, h, g);
+      return ValueGrad<Row, float>(pool, x, h, g);
     case ffi::BF16:
-      return EntropyGrad<Bf16>(pool, x, h, g);
+      return ValueGrad<Row, Bf16>(pool, x, h, g);
     case ffi::F16:
-      return EntropyGrad<F16>(pool, x, h, g);
+      return ValueGrad<Row, F16>(pool, x, h, g);
     default:
       return BadType(x);
   }
@@ -343,12 +422,11 @@ ffi::Error EntropyGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<f
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogits, EntropyImpl,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Ret<ffi::Buffer<ffi::F32>>());
+#define JAXLOSS_VALUE_BINDING \
+  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Ret<ffi::Buffer<ffi::F32>>()
+#define JAXLOSS_VALUE_GRAD_BINDING JAXLOSS_VALUE_BINDING.Ret<ffi::Buffer<ffi::F32>>()
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogitsGrad, EntropyGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogits, ValueImpl<RowKernel>, JAXLOSS_VALUE_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogitsGrad, ValueGradImpl<RowKernel>, JAXLOSS_VALUE_GRAD_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropy, ValueImpl<ProbabilityRow>, JAXLOSS_VALUE_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyGrad, ValueGradImpl<ProbabilityRow>, JAXLOSS_VALUE_GRAD_BINDING);

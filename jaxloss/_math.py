@@ -305,14 +305,19 @@ def neg_xlogx(p):
     return jnp.where(zero, 0, -p * jnp.log(_safe(p, zero, 1)))
 
 
-@neg_xlogx.defjvp
+def neg_xlogx_slope(p):
+    """d/dp (-p log p) = -(log p + 1); at p = 0 the limit is +inf and we take 0: chained through a softmax
+    (dp/dl = 0 there) 0 is the exact gradient, whereas inf * 0 would be NaN."""
+    zero = p == 0
+    return jnp.where(zero, 0, -(jnp.log(_safe(p, zero, 1)) + 1))
+
+
 def _neg_xlogx_jvp(primals, tangents):
     (p,), (dp,) = primals, tangents
-    zero = p == 0
-    # d/dp (-p log p) = -(log p + 1); at p = 0 the limit is +inf and we take 0: chained through a
-    # softmax (dp/dl = 0 there) 0 is the exact gradient, whereas inf * 0 would be NaN.
-    slope = jnp.where(zero, 0, -(jnp.log(_safe(p, zero, 1)) + 1))
-    return neg_xlogx(p), slope * dp
+    return neg_xlogx(p), neg_xlogx_slope(p) * dp
+
+
+neg_xlogx.defjvp(_neg_xlogx_jvp)
 
 
 @jax.custom_jvp
@@ -488,7 +493,8 @@ def entropy_logits(logits, axis):
     if _use_cpu_kernel(logits, axis):
         from . import _cpu
 
-        return _cpu.entropy(logits, lambda x: _entropy_xla(x.astype(dtype), axis)[..., 0])[..., None]
+        xla = lambda x: _entropy_xla(x.astype(dtype), axis)[..., 0]  # noqa: E731
+        return _cpu.value("entropy_from_logits", logits, xla)[..., None]
     return _entropy_xla(logits.astype(dtype), axis)
 
 
@@ -530,7 +536,7 @@ def _value_and_grad_cpu(logits, axis):
         h, grad = _value_and_grad_xla(x.astype(dtype), axis)
         return h[..., 0], grad
 
-    h, grad = _cpu.entropy_and_grad(logits, xla)
+    h, grad = _cpu.value_and_grad("entropy_from_logits", logits, xla)
     return h[..., None], grad
 
 
@@ -556,3 +562,51 @@ def _entropy_logits_jvp(axis, primals, tangents):
     else:
         h, grad = _value_and_grad_xla(logits.astype(dtype), axis)
     return h, jnp.sum(grad * dlogits.astype(dtype), axis=axis, keepdims=True)
+
+
+# --------------------------------------------------------------------------- entropy of probabilities (one row axis)
+
+
+def _entropy_probs_xla(p, axis):
+    """(H over ``axis`` (dropped), dH/dp) on the XLA path; ``p`` float32 or float64."""
+    return jnp.sum(neg_xlogx(p), axis=axis), neg_xlogx_slope(p)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def entropy_probs(p, axis):
+    """-sum(p log p) over ``axis`` (dropped), 0 log 0 = 0; 16-bit ``p`` widened to float32 here (inside the CPU
+    kernel when it is used). The derivative is :func:`neg_xlogx_slope`."""
+    dtype = _checks.compute_dtype(p)
+    xla = lambda q: _entropy_probs_xla(q.astype(dtype), axis)[0]  # noqa: E731
+    if _use_cpu_kernel(p, axis):
+        from . import _cpu
+
+        return _cpu.value("entropy", p, xla)
+    return xla(p)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _entropy_probs_cpu(p, axis):
+    """(H, dH/dp) from the CPU kernel (the XLA path where not lowered for CPU); differentiated as the XLA path."""
+    from . import _cpu
+
+    dtype = _checks.compute_dtype(p)
+    return _cpu.value_and_grad("entropy", p, lambda q: _entropy_probs_xla(q.astype(dtype), axis))
+
+
+@_entropy_probs_cpu.defjvp
+def _entropy_probs_cpu_jvp(axis, primals, tangents):
+    (p,), (dp,) = primals, tangents
+    dtype = _checks.compute_dtype(p)
+    return jax.jvp(lambda q: _entropy_probs_xla(q, axis), (p.astype(dtype),), (dp.astype(dtype),))
+
+
+@entropy_probs.defjvp
+def _entropy_probs_jvp(axis, primals, tangents):
+    (p,), (dp,) = primals, tangents
+    dtype = _checks.compute_dtype(p)
+    if _use_cpu_kernel(p, axis):
+        h, slope = _entropy_probs_cpu(p, axis)
+    else:
+        h, slope = _entropy_probs_xla(p.astype(dtype), axis)
+    return h, jnp.sum(slope * dp.astype(dtype), axis=axis)

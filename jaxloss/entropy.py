@@ -83,9 +83,11 @@ def entropy(
       C. E. Shannon, "A Mathematical Theory of Communication", Bell System Technical
       Journal 27 (1948), 379-423, 623-656.
     """
-    p, axis, factor, where = _class_axis_input("entropy", "probabilities", probabilities, axis, base, where)
-    terms = _math.neg_xlogx(p if where is None else jnp.where(where, p, 0))
-    return _math.positive_zero(_in_base(jnp.sum(terms, axis=axis), factor))
+    p, axis, factor, where = _class_axis_input(
+        "entropy", "probabilities", probabilities, axis, base, where, widen=False
+    )
+    h = _math.entropy_probs(p if where is None else jnp.where(where, p, 0), axis)
+    return _math.positive_zero(_in_base(h, factor))
 
 
 @_checks.public(static_argnames=("axis", "base"))

@@ -36,3 +36,13 @@ def entropy_kernel(request):
 
     with _pallas.forced(request.param):
         yield request.param
+
+
+@pytest.fixture(params=["xla", "auto"])
+def entropy_path(request):
+    """Run an ``entropy`` (of probabilities) test on both of its paths: XLA, and ``auto``, the C++ row kernel on
+    CPU (on other platforms ``auto`` is the XLA path too). JAX's caches are cleared on entry and exit."""
+    from jaxloss import _pallas
+
+    with _pallas.forced(request.param):
+        yield request.param

@@ -271,7 +271,7 @@ def entropy_sizes(name: str) -> list[int]:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("n", entropy_sizes("entropy_probs"))
-def test_entropy_value(n, mode):
+def test_entropy_value(n, mode, entropy_path):
     data = load("entropy_probs")
     probabilities = data[f"probabilities_n{n}"]
     entropy = transform(jaxloss.entropy, mode)

@@ -170,3 +170,64 @@ def test_cpu_kernel_offered_only_where_it_applies(monkeypatch):
     for other in ("xla", "pallas"):
         monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", other)
         assert not _cpu.offered((4, 256), jnp.float32, 1)
+
+
+# ----------------------------------------------------------------------------- entropy of probabilities (CPU kernel)
+
+
+def probabilities_for(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.full(shape[-1], 0.3), size=shape[:-1])
+    p[..., ::5] = 0.0  # zero entries, in every row
+    return p.astype(dtype)
+
+
+def entropy_reference(p):
+    p = np.asarray(p, np.float64)
+    return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
+
+
+@pytest.mark.parametrize("dtype", [F32, ml_dtypes.bfloat16, np.float16], ids=["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 128, 129, 1000, 4099])
+def test_entropy_of_probabilities_value_gradient_and_hessian(width, dtype, entropy_path):
+    p = probabilities_for((11, width), dtype, seed=width)
+    h = jaxloss.entropy(jnp.asarray(p))
+    assert h.dtype == jnp.float32
+    ref = entropy_reference(p)
+    error = ulp.max_ulp(h, ref, F32, mask=ref > ulp.flush_threshold(width))
+    assert error.error <= ulp.ENTROPY_ULP, f"{entropy_path}, width {width}: {error}"
+    g = np.asarray(jax.grad(lambda q: jaxloss.entropy(q).sum())(jnp.asarray(p, F32)), np.float64)
+    p64 = np.asarray(p, np.float64)
+    log_p = np.log(np.where(p64 > 0, p64, 1.0))
+    # -(log p + 1) cancels near p = 1/e: the error is a few ulp of log p, not of the result.
+    np.testing.assert_allclose(g, np.where(p64 > 0, -(log_p + 1), 0.0), rtol=0, atol=2 * EPS * np.abs(log_p).max())
+    row = jnp.asarray(p[0, :6], F32)
+    hess = np.diag(np.asarray(jax.hessian(jaxloss.entropy)(row)))
+    row64 = np.asarray(row, np.float64)
+    np.testing.assert_allclose(hess, np.where(row64 > 0, -1 / np.where(row64 > 0, row64, 1.0), 0.0), rtol=4 * EPS)
+
+
+def test_entropy_of_probabilities_limits(entropy_path):
+    p = np.full((5, 19), 1 / 19, F32)
+    p[0, 3] = np.nan
+    p[1, 4] = -0.25  # not a probability: NaN, as log(-0.25)
+    p[2, 5] = INF
+    p[3] = 0.0
+    p[4, 2] = 1e-40  # subnormal: read as 0 where XLA flushes subnormals (CPU); its term is below 4e-38 anyway
+    h = np.asarray(jaxloss.entropy(jnp.asarray(p)))
+    g = np.asarray(jax.grad(lambda q: jaxloss.entropy(q).sum())(jnp.asarray(p)))
+    assert np.isnan(h[:2]).all() and h[2] == -INF and h[3] == 0.0 and not np.signbit(h[3])
+    np.testing.assert_allclose(h[4], entropy_reference(p[4]), rtol=TOL)
+    assert np.isnan(g[0, 3]) and np.isnan(g[1, 4]) and g[2, 5] == -INF
+    np.testing.assert_array_equal(g[3], 0.0)
+    np.testing.assert_allclose(np.delete(g[0], 3), -(np.log(1 / 19) + 1), rtol=4 * EPS)  # other entries unharmed
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the program a CPU-only machine compiles")
+def test_on_cpu_entropy_of_probabilities_calls_the_kernel(monkeypatch):
+    monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
+    x = jnp.full((4, 256), 1 / 256, F32)
+    hlo = jax.jit(jaxloss.entropy.__wrapped__).lower(x).compile().as_text()
+    assert 'custom_call_target="jaxloss_entropy"' in hlo
+    f = jax.value_and_grad(lambda q: jaxloss.entropy.__wrapped__(q).sum())
+    assert 'custom_call_target="jaxloss_entropy_grad"' in jax.jit(f).lower(x).compile().as_text()

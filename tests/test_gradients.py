@@ -161,7 +161,7 @@ def test_bce_pos_weight_and_smoothing_formulas():
 # ----------------------------------------------------------------------------- entropy at the edges
 
 
-def test_entropy_gradient_convention_at_zero():
+def test_entropy_gradient_convention_at_zero(entropy_path):
     p = jnp.array([0.7, 0.3, 0.0], F32)
     g = jax.grad(jaxloss.entropy)(p)
     log_p = np.log(np.asarray(p[:2], np.float64))
@@ -181,7 +181,7 @@ def test_entropy_through_softmax_matches_entropy_from_logits_gradient(entropy_ke
     np.testing.assert_allclose(via_probs, direct, atol=4 * EPS32)
 
 
-def test_entropy_one_hot_is_zero_with_exact_gradient():
+def test_entropy_one_hot_is_zero_with_exact_gradient(entropy_path):
     p = jnp.eye(4, dtype=F32)
     h = jaxloss.entropy(p)
     np.testing.assert_array_equal(h, np.zeros(4))
