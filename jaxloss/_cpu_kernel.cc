@@ -32,9 +32,13 @@
 
 namespace ffi = xla::ffi;
 
+// The helpers below are small and called inside the hot loops: GCC otherwise keeps some of them out of line
+// (a call per vector, and the vectors passed through memory).
+#define JAXLOSS_INLINE inline __attribute__((always_inline))
+
 namespace {
 
-inline float Widen(float v) { return v; }
+JAXLOSS_INLINE float Widen(float v) { return v; }
 
 struct Bf16 {
   uint16_t bits;
@@ -43,7 +47,7 @@ struct F16 {
   uint16_t bits;
 };
 
-inline float Widen(Bf16 v) {
+JAXLOSS_INLINE float Widen(Bf16 v) {
   uint32_t b = static_cast<uint32_t>(v.bits) << 16;
   float f;
   std::memcpy(&f, &b, 4);
@@ -53,7 +57,7 @@ inline float Widen(Bf16 v) {
 // IEEE binary16 -> binary32, exact, branch-free, and without a subnormal float32 operand anywhere (XLA runs
 // custom calls with subnormal operands read as zero): normal numbers by moving the bits into place and
 // rescaling by 2^112 (the bias difference), subnormal ones as the integer significand times 2^-24.
-inline float Widen(F16 v) {
+JAXLOSS_INLINE float Widen(F16 v) {
   uint32_t h = v.bits;
   uint32_t mag = h & 0x7fffu;
   uint32_t shifted = mag << 13;
@@ -82,16 +86,16 @@ typedef double VD __attribute__((vector_size(32)));
 typedef float VF4 __attribute__((vector_size(16)));
 constexpr int kLanes = 8;
 
-inline VF Splat(float v) { return VF{} + v; }
-inline VF Pick(VI mask, VF a, VF b) { return (VF)((mask & (VI)a) | (~mask & (VI)b)); }
+JAXLOSS_INLINE VF Splat(float v) { return VF{} + v; }
+JAXLOSS_INLINE VF Pick(VI mask, VF a, VF b) { return (VF)((mask & (VI)a) | (~mask & (VI)b)); }
 
-inline VF Widen8(float const* x) {
+JAXLOSS_INLINE VF Widen8(float const* x) {
   VF v;
   std::memcpy(&v, x, sizeof v);
   return v;
 }
 
-inline VF Widen8(Bf16 const* x) {
+JAXLOSS_INLINE VF Widen8(Bf16 const* x) {
 #ifdef __AVX2__
   // One widening load and a shift (GCC splits the generic form below into two halves).
   __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
@@ -103,7 +107,7 @@ inline VF Widen8(Bf16 const* x) {
 #endif
 }
 
-inline VF Widen8(F16 const* x) {
+JAXLOSS_INLINE VF Widen8(F16 const* x) {
   // Widen(F16), eight lanes at a time.
 #ifdef __AVX2__
   VU u = (VU)_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
@@ -124,7 +128,7 @@ inline VF Widen8(F16 const* x) {
 // Eight entries from x[0..n), n <= 8, widened to float; missing lanes are `pad` (by default -inf: classes that
 // are out).
 template <typename T>
-inline VF Load(const T* x, int64_t n, float pad = -INFINITY) {
+JAXLOSS_INLINE VF Load(const T* x, int64_t n, float pad = -INFINITY) {
   if (n == kLanes) return Widen8(x);
   VF v = Splat(pad);
   for (int64_t k = 0; k < n; ++k) v[k] = Widen(x[k]);
@@ -145,7 +149,7 @@ struct Shifted {
 // reduction hi + lo = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial in r (Chebyshev fit, float32 coefficients;
 // 0.90 ulp on [-ln2/2, ln2/2] in float32 arithmetic, `python benchmarks/exp_fit.py`) scaled by 2^n through the
 // exponent bits: about 1.1 ulp in all.
-inline Shifted Shift(VF l, VF neg_m) {
+JAXLOSS_INLINE Shifted Shift(VF l, VF neg_m) {
   VF hi = l + neg_m;
   VF bb = hi - l;
   VF lo = (l - (hi - bb)) + (neg_m - bb);
@@ -169,7 +173,7 @@ inline Shifted Shift(VF l, VF neg_m) {
 }
 
 // The eight lanes of v added pairwise into four doubles.
-inline VD Widen(VF v) {
+JAXLOSS_INLINE VD Widen(VF v) {
   VF4 a = {v[0], v[1], v[2], v[3]};
   VF4 b = {v[4], v[5], v[6], v[7]};
   return __builtin_convertvector(a, VD) + __builtin_convertvector(b, VD);
@@ -300,7 +304,7 @@ void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cols, Body body) 
 // convention of jaxloss.entropy). log is musl's logf algorithm without branches (s = f / (2 + f) on a mantissa in
 // [sqrt(1/2), sqrt(2)), four coefficients; < 1 ulp); subnormal p are scaled by 2^23 first. Limits as the XLA
 // path: p = 0 adds 0; p = +inf gives -inf; a negative or NaN p gives NaN (its term and its derivative).
-inline VF Log(VF x) {
+JAXLOSS_INLINE VF Log(VF x) {
   VI small = x < 0x1p-126f;
   x = Pick(small, x * 0x1p23f, x);
   VI ix = (VI)x + (0x3f800000 - 0x3f3504f3);
