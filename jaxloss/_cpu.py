@@ -22,10 +22,10 @@ seconds, once. Without a compiler, or if the build fails, the XLA path is used a
 (logger ``jaxloss``); :func:`status` reports it.
 
 Selection is static, like the GPU kernel's (:mod:`jaxloss._pallas`): offered for float32/bfloat16/float16 input
-reduced over its last axis, non-empty, in a process with one device (a custom call is opaque to XLA's
-sharding propagation, which would gather a sharded input onto every device), unless ``JAXLOSS_ENTROPY_KERNEL`` is
-``xla`` (or ``pallas``, which tests the GPU kernel). The call is lowered only for the CPU platform
-(``jax.lax.platform_dependent``); every other platform lowers the XLA formulation.
+reduced over its last axis, non-empty, in a process whose default backend is the CPU with one device (a custom
+call is opaque to XLA's sharding propagation, which would gather a sharded input onto every device), unless
+``JAXLOSS_ENTROPY_KERNEL`` is ``xla`` (or ``pallas``, which tests the GPU kernel). The call is lowered only for
+the CPU platform (``jax.lax.platform_dependent``); every other platform lowers the XLA formulation.
 """
 
 from __future__ import annotations
@@ -172,7 +172,9 @@ def offered(shape, dtype, axis: int) -> bool:
         return False
     if axis != len(shape) - 1 or any(d < 1 for d in shape):
         return False  # the class axis must be the contiguous one; empty arrays take the XLA path
-    return jax.device_count() == 1 and _library() is not None
+    # A machine whose default backend is a GPU or TPU keeps the XLA formulations (there the call would only be
+    # lowered for CPU devices used explicitly, and building it would cost a compile for nothing).
+    return jax.default_backend() == "cpu" and jax.device_count() == 1 and _library() is not None
 
 
 def _ffi(target: str, x, with_grad: bool):
