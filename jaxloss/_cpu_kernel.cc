@@ -141,7 +141,7 @@ constexpr float kFloor = -87.0f;
 
 struct Shifted {
   VF e;    // exp(d), 0 below kFloor and for classes that are out
-  VF u;    // -d >= 0 (d = l - m as hi + lo; clamped to -kFloor below kFloor)
+  VF d;    // d = l - m <= 0 as hi + lo rounded once (clamped to kFloor below it)
   VI top;  // all ones where l == m
 };
 
@@ -169,7 +169,7 @@ JAXLOSS_INLINE Shifted Shift(VF l, VF neg_m) {
   p = p * r + 1.0f;
   VF scale = (VF)((ki << 23) + 0x3f800000);  // 2^n, n in [-126, 0]
   VF e = (VF)((VI)(p * scale) & keep);
-  return {e, -hc - lo, hi == 0.0f};
+  return {e, hc + lo, hi == 0.0f};
 }
 
 // The eight lanes of v added pairwise into four doubles.
@@ -181,17 +181,28 @@ JAXLOSS_INLINE VD Widen(VF v) {
 
 template <typename T>
 struct RowKernel {
-  // Returns H for the row and, when g is not null, writes dH/dl into g (scratch holds the row's e and u: two
-  // arrays of n floats, n rounded up to a multiple of kLanes).
+  // Returns H for the row and, when kGrad, writes dH/dl into g (scratch holds the row's e and d: two arrays of
+  // n floats, n rounded up to a multiple of kLanes).
   template <bool kGrad>
   static float Run(const T* x, int64_t n, float* g, float* scratch) {
-    VF vm = Splat(-INFINITY);
-    VI bad = {};
-    for (int64_t i = 0; i < n; i += kLanes) {
-      VF v = Load(x + i, std::min<int64_t>(kLanes, n - i));
+    // Pass 1: the maximum, and whether the row holds a NaN. Two vectors a step (two chains), then the rest.
+    VF vm = Splat(-INFINITY), vm2 = vm;
+    VI bad = {}, bad2 = {};
+    int64_t i0 = 0;
+    for (; i0 + 2 * kLanes <= n; i0 += 2 * kLanes) {
+      VF v = Widen8(x + i0), w = Widen8(x + i0 + kLanes);
+      bad |= v != v;
+      bad2 |= w != w;
+      vm = v > vm ? v : vm;
+      vm2 = w > vm2 ? w : vm2;
+    }
+    for (; i0 < n; i0 += kLanes) {
+      VF v = Load(x + i0, std::min<int64_t>(kLanes, n - i0));
       bad |= v != v;
       vm = v > vm ? v : vm;
     }
+    bad |= bad2;
+    vm = vm2 > vm ? vm2 : vm;
     float m = -INFINITY;
     int any_bad = 0;
     for (int k = 0; k < kLanes; ++k) {
@@ -225,10 +236,10 @@ struct RowKernel {
         Shifted q = Shift(v, neg_m);
         sb += (VF)(~q.top & (VI)q.e);
         count -= q.top;
-        tb += q.e * q.u;
+        tb -= q.e * q.d;  // t = sum(e * (-d))
         if constexpr (kGrad) {
           std::memcpy(scratch + i, &q.e, sizeof q.e);
-          std::memcpy(scratch + stride + i, &q.u, sizeof q.u);
+          std::memcpy(scratch + stride + i, &q.d, sizeof q.d);
         }
       };
       const int64_t end = std::min(n, i + kBlock);
@@ -249,13 +260,14 @@ struct RowKernel {
     const double tz = t / z;
     if constexpr (kGrad) {
       // dH/dl_i = p_i (u_i - t / z), p_i = e_i / z, in float32 as the XLA path.
-      const VF iz = Splat(static_cast<float>(1.0 / z));
+      // (e / z)(-d - t/z) as (e (-1/z))(d + t/z): the same roundings, signs flipped twice.
+      const VF neg_iz = Splat(-static_cast<float>(1.0 / z));
       const VF tzf = Splat(static_cast<float>(tz));
       for (int64_t i = 0; i < n; i += kLanes) {
-        VF e, u;
+        VF e, d;
         std::memcpy(&e, scratch + i, sizeof e);
-        std::memcpy(&u, scratch + stride + i, sizeof u);
-        VF out = (e * iz) * (u - tzf);
+        std::memcpy(&d, scratch + stride + i, sizeof d);
+        VF out = (e * neg_iz) * (d + tzf);
         if (i + kLanes <= n) {
           std::memcpy(g + i, &out, sizeof out);
         } else {
