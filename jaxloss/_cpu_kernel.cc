@@ -1,16 +1,19 @@
 // The CPU row kernels behind jaxloss.entropy_from_logits and jaxloss.entropy: XLA FFI custom calls (see
-// jaxloss/_cpu.py). First entropy_from_logits:
+// jaxloss/_cpu.py).
 //
-// For each row l of the last axis: H = log1p(s1) + t / (1 + s1), with m = max(l), d = l - m, e = exp(d),
-// s1 = sum over the non-top classes of e + (number of top classes - 1), t = sum(e * (-d)); and, in the
+// entropy_from_logits, for each row l of the last axis: H = log1p(s1) + t / (1 + s1), with m = max(l), d = l - m,
+// e = exp(d), s1 = sum over the non-top classes of e + (number of top classes - 1), t = sum(e * (-d)); and, in the
 // value-and-gradient handler, dH/dl_i = (e_i / z) * (-d_i - t / z), z = 1 + s1. The same exact algorithm as
-// jaxloss._math._softmax_parts, carried out in double precision: d = l - m (float32 operands) is within 2^-53 of
-// exact, exp(d) within 1e-11 relative, the sums in double; each result is rounded once to float32.
+// jaxloss._math._softmax_parts: d kept exactly as hi + lo (TwoSum), e = exp(hi + lo) in float32 to about 1.1 ulp,
+// the terms summed in float32 lanes (16 a lane) and the lane sums in double, H formed in double and rounded once;
+// the gradient in float32, as the XLA path forms it.
 //
 // Limits, as the XLA path: a row with a NaN gives NaN (value and whole gradient row); a row with every class at
 // -inf (or no classes) gives 0; classes at +inf share all the probability (H = log k for k of them, gradient 0);
-// a class at -inf gets e = 0 and gradient 0. Terms below exp(-708) relative to the top class are dropped: they
-// are below 2^-1000, far under anything a float32 result can show.
+// a class at -inf gets e = 0 and gradient 0. Classes with d < -87 (e < 1.7e-38) are dropped, as XLA's flushing of
+// subnormal numbers drops them (the flush bound of the accuracy contract, tests/ulp.py).
+//
+// entropy (of probabilities): below, at ProbabilityRow.
 //
 // Each row is read from memory twice at most (maximum, then sums; the row stays in cache between the passes) and
 // the gradient is written once. Rows are shared out among XLA's intra-op threads.
