@@ -4,10 +4,10 @@
 its gradient in one sweep over the row:
 
 * ``entropy_from_logits``: the same exact algorithm as the XLA path (TwoSum shift, the top class kept out of the
-  normaliser), exp evaluated to about 1.1 ulp, the row sums accumulated in double and the entropy formed in double
-  and rounded once;
+  normaliser), exp evaluated to about 1.1 ulp, the terms summed in float32 lanes (16 a lane) and those sums in
+  double, the entropy formed in double and rounded once;
 * ``entropy`` (of probabilities): -sum p log p with a branch-free float32 log (0.76 ulp over every positive
-  float32) and the derivative -(log p + 1), 0 at p = 0.
+  float32), the terms summed 4 a lane and then in double, and the derivative -(log p + 1), 0 at p = 0.
 
 XLA:CPU spends most of the XLA formulations' time writing and re-reading elementwise terms between its
 reductions (benchmarks/NOTES.md); a kernel reads each row once and writes only the result (and the gradient).
