@@ -473,10 +473,15 @@ def _use_cpu_kernel(logits, axis) -> bool:
     return _cpu.offered(logits.shape, logits.dtype, axis)
 
 
+def _entropy_from_sums(s1, t, none):
+    """H = log1p(s1) + t / (1 + s1) from a row's sums (both terms >= 0); 0 for a row with no class in."""
+    return jnp.where(none, 0, log1p(s1) + t / (1 + s1))
+
+
 def _entropy_xla(x, axis):
     """H over ``axis`` (kept as size 1) on the XLA path; ``x`` float32 or float64."""
     _, _, s1, t, none = _softmax_parts(x, axis)
-    return jnp.where(none, 0, log1p(s1) + t / (1 + s1))
+    return _entropy_from_sums(s1, t, none)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -489,7 +494,7 @@ def entropy_logits(logits, axis):
     dtype = _checks.compute_dtype(logits)
     if _use_kernel(logits, axis):
         m_raw, s1, t = _kernel_stats(logits)
-        return jnp.where(m_raw == -jnp.inf, 0, log1p(s1) + t / (1 + s1))
+        return _entropy_from_sums(s1, t, m_raw == -jnp.inf)
     if _use_cpu_kernel(logits, axis):
         from . import _cpu
 
@@ -506,7 +511,7 @@ def _value_and_grad_xla(x, axis):
 
 def _value_and_grad_from(e, u, s1, t, none):
     z = 1 + s1
-    h = jnp.where(none, 0, log1p(s1) + t / z)
+    h = _entropy_from_sums(s1, t, none)
     # dH/dl_i = -p_i (log p_i + H) = p_i (u_i - mean_p(u)), with p_i = e_i / z and mean_p(u) = t / z;
     # a class that is out (p_i = 0, u_i = inf) gets exactly 0.
     grad = jnp.where(none, 0, (e / z) * (u - t / z))
@@ -540,15 +545,20 @@ def _value_and_grad_cpu(logits, axis):
     return h[..., None], grad
 
 
-def _differentiated_as_xla(axis, primals, tangents):
-    """The JVP rule of the kernels' (H, dH/dl): that of the XLA formulation, values included."""
-    (logits,), (dlogits,) = primals, tangents
-    dtype = _checks.compute_dtype(logits)
-    return jax.jvp(lambda x: _value_and_grad_xla(x, axis), (logits.astype(dtype),), (dlogits.astype(dtype),))
+def _differentiated_as(xla):
+    """The JVP rule of a kernel's (value, derivative) over a row axis: that of the XLA formulation
+    ``xla(x, axis)``, values included (16-bit input widened first, as the kernels do)."""
+
+    def rule(axis, primals, tangents):
+        (x,), (dx,) = primals, tangents
+        dtype = _checks.compute_dtype(x)
+        return jax.jvp(lambda v: xla(v, axis), (x.astype(dtype),), (dx.astype(dtype),))
+
+    return rule
 
 
-_value_and_grad_kernel.defjvp(_differentiated_as_xla)
-_value_and_grad_cpu.defjvp(_differentiated_as_xla)
+_value_and_grad_kernel.defjvp(_differentiated_as(_value_and_grad_xla))
+_value_and_grad_cpu.defjvp(_differentiated_as(_value_and_grad_xla))
 
 
 @entropy_logits.defjvp
@@ -594,11 +604,7 @@ def _entropy_probs_cpu(p, axis):
     return _cpu.value_and_grad("entropy", p, lambda q: _entropy_probs_xla(q.astype(dtype), axis))
 
 
-@_entropy_probs_cpu.defjvp
-def _entropy_probs_cpu_jvp(axis, primals, tangents):
-    (p,), (dp,) = primals, tangents
-    dtype = _checks.compute_dtype(p)
-    return jax.jvp(lambda q: _entropy_probs_xla(q, axis), (p.astype(dtype),), (dp.astype(dtype),))
+_entropy_probs_cpu.defjvp(_differentiated_as(_entropy_probs_xla))
 
 
 @entropy_probs.defjvp
