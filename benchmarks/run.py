@@ -36,6 +36,15 @@ flat ``N``. Defaults: ``1048576`` on CPU (BCE and MSE at 2^20, entropies at 4096
 ``268435456,8192x32768`` on an accelerator (BCE and MSE at 2^28, entropies at 2^20 x 256 and 8192 x 32768).
 At the accelerator sizes one case holds a few GiB (1 GiB per float32 array: inputs, gradient and the
 implementations' intermediates) plus the 2 GiB of the copy reference while it is measured.
+
+Smoke check (CI)::
+
+    python -m benchmarks.run --smoke
+
+runs every workload x mode once at a tiny size (float32, 512 elements; the entropies at 2 x 256), writes and
+re-reads the JSON, and checks its shape (the fields ``benchmarks/plot.py``, the README table and the notes read)
+and that jaxloss agrees with its baseline on every case. It exits non-zero on a failed check. Its timings mean
+nothing and are not printed.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -495,6 +505,116 @@ def markdown_table(out: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- smoke check (--smoke)
+
+SMOKE_SIZE = 512  # a flat size: BCE and MSE at 512 elements, the entropies at 2 x 256
+SMOKE_REPEATS = 2
+SMOKE_COPY_BYTES = 2**16
+# jaxloss and its baseline compute the same loss on well-scaled float32 inputs (an agreement check, not accuracy).
+SMOKE_VALUE_RTOL = 256 * float(np.finfo(np.float32).eps)
+RESULT_KEYS = frozenset(
+    {
+        "workload",
+        "mode",
+        "dtype",
+        "shape",
+        "elements",
+        "impl",
+        "baseline",
+        "median_s",
+        "min_s",
+        "q1_s",
+        "q3_s",
+        "timed_calls",
+        "cpu_median_s",
+        "cpu_ratio_to_baseline",
+        "first_call_s",
+        "ratio_to_baseline",
+        "effective_bytes",
+        "effective_Bps",
+        "fraction_of_copy",
+        "value",
+        "value_rel_diff_to_baseline",
+    }
+)
+
+
+def smoke_argv(json_path: str) -> list[str]:
+    """The tiny run of ``--smoke``: every workload and mode, float32, no torch, JSON written to ``json_path``."""
+    argv = ["--sizes", str(SMOKE_SIZE), "--dtype", "float32", "--repeats", str(SMOKE_REPEATS), "--warmup", "0"]
+    argv += ["--block", "1", "--copy-bytes", str(SMOKE_COPY_BYTES), "--no-torch", "--keep-caches", "--quiet"]
+    return [*argv, "--json", json_path]
+
+
+def smoke_failures(returned: dict, written: dict) -> list[str]:
+    """What is wrong with a smoke run's result (``returned`` by ``main``, ``written`` to its JSON); [] if nothing."""
+    failures = []
+
+    def check(ok, what):
+        if not ok:
+            failures.append(what)
+
+    check(written["results"] == json.loads(json.dumps(returned["results"])), "the JSON differs from the returned run")
+    meta = written["meta"]
+    check(meta["backend"] and meta["device_kind"] and meta["versions"]["jax"], f"meta incomplete: {meta}")
+    copy = meta["copy"]
+    check(copy["bandwidth_Bps"] > 0 and copy["bytes_copied"] == SMOKE_COPY_BYTES, f"copy reference: {copy}")
+    check(copy["jitted_copy"]["materialised"] is True, f"the jitted copy did not write a new buffer: {copy}")
+    check(written["torch_skipped"] == "disabled by --no-torch", f"torch_skipped: {written['torch_skipped']!r}")
+    results = written["results"]
+    for r in results:
+        keys = set(r)
+        check(keys == RESULT_KEYS, f"record fields differ by {sorted(keys ^ RESULT_KEYS)}: {r}")
+        check(r.get("timed_calls") == SMOKE_REPEATS, f"timed_calls != {SMOKE_REPEATS}: {r}")
+        positive = ("median_s", "first_call_s", "effective_Bps")
+        check(all(isinstance(r.get(k), float) and r[k] > 0 for k in positive), f"non-positive {positive}: {r}")
+        check(isinstance(r.get("value"), float) and math.isfinite(r["value"]), f"non-finite value: {r}")
+    # Every workload x mode, each with jaxloss and its baseline side by side; the flat size gives the entropies
+    # rows of ROW_WIDTH_FOR_FLAT classes.
+    cases = {(r["workload"], r["mode"], tuple(r["shape"])) for r in results}
+    rows = SMOKE_SIZE // ROW_WIDTH_FOR_FLAT
+    expected = {
+        (w, m, (SMOKE_SIZE,) if w in ("bce", "mse") else (rows, ROW_WIDTH_FOR_FLAT)) for w in WORKLOADS for m in MODES
+    }
+    check(cases == expected, f"cases differ: missing {sorted(expected - cases)}, extra {sorted(cases - expected)}")
+    for case in sorted(cases):
+        impls = {r["impl"]: r for r in results if (r["workload"], r["mode"], tuple(r["shape"])) == case}
+        base = BASELINE[case[0]]
+        if not {"jaxloss", base} <= set(impls):
+            failures.append(f"{case}: jaxloss or its baseline {base!r} missing (have {sorted(impls)})")
+            continue
+        check(impls[base]["ratio_to_baseline"] == 1.0, f"{case}: baseline ratio {impls[base]['ratio_to_baseline']}")
+        diff = impls["jaxloss"]["value_rel_diff_to_baseline"]
+        check(
+            diff is not None and diff < SMOKE_VALUE_RTOL,
+            f"{case}: jaxloss {impls['jaxloss']['value']!r} vs {base} {impls[base]['value']!r} "
+            f"(relative difference {diff}, allowed < {SMOKE_VALUE_RTOL:.1e})",
+        )
+    # The table the README uses renders every case.
+    table = markdown_table(written)
+    check(table.count("\n") == 1 + len(cases), f"the markdown table has {table.count(chr(10)) - 1} case lines")
+    return failures
+
+
+def smoke() -> dict:
+    """``--smoke``: the tiny run and its checks; SystemExit (non-zero) listing every failed check."""
+    with tempfile.TemporaryDirectory(prefix="jaxloss-bench-smoke-") as tmp:
+        json_path = os.path.join(tmp, "smoke.json")
+        returned = main(smoke_argv(json_path))
+        with open(json_path) as f:
+            written = json.load(f)
+    failures = smoke_failures(returned, written)
+    if failures:
+        raise SystemExit("benchmarks.run --smoke: FAILED\n  " + "\n  ".join(failures))
+    print(
+        f"benchmarks.run --smoke: OK, {len(written['results'])} results, {len(WORKLOADS) * len(MODES)} cases "
+        f"({', '.join(WORKLOADS)} x {', '.join(MODES)}; float32, {SMOKE_SIZE} elements, backend "
+        f"{written['meta']['backend']}): output well-formed, jaxloss within {SMOKE_VALUE_RTOL:.1e} of its baseline "
+        "on every case. No timings: a run this small measures nothing."
+    )
+    return returned
+
+
 def _csv(allowed: Sequence[str], what: str) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -531,12 +651,22 @@ def parser() -> argparse.ArgumentParser:
         help="do not clear JAX's caches before each first call (faster; first-call times then flatter jaxloss)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-case lines")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CI check, alone: every workload once at a tiny size; checks the output and that jaxloss agrees with "
+        "its baseline; exits non-zero on failure; no timings",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    if args.smoke:
+        if argv != ["--smoke"]:
+            raise SystemExit("benchmarks.run: --smoke takes no other options.")
+        return smoke()
     if args.repeats < 1 or args.block < 1 or args.warmup < 0:
         raise SystemExit("benchmarks.run: --repeats and --block must be >= 1 and --warmup >= 0.")
     args.log = None if args.quiet else sys.stdout

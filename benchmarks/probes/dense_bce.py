@@ -1,6 +1,6 @@
 """Dense accuracy sweep of BCE-from-logits values, jaxloss beside optax.
 
-``python benchmarks/dense_bce.py`` draws 400,000 uniform float32 logits in [-4, 4] (seeded) -- the region where
+``python -m benchmarks.probes.dense_bce`` draws 400,000 uniform float32 logits in [-4, 4] (seeded) -- the region where
 ``log1p(exp(-|z|))`` carries all of the error -- and reports, for hard labels, the worst error in float32 ULPs
 against a float64 reference (float64 ``logaddexp`` is exact to ~1e-16, far below a float32 ULP) and the share of
 values more than 2 ULP off. The stored mpmath grid (``tests/data``) is what the test suite asserts; this sweep

@@ -1,6 +1,6 @@
-"""The float32 exp polynomial of the CPU entropy kernel (jaxloss/_cpu_kernel.cc, ``Shift``): derive it, check it.
+"""The float32 exp polynomial of the CPU entropy kernel (``Shift`` in jaxloss/_kernels/cpu_kernel.cc), checked.
 
-    python benchmarks/exp_fit.py
+    python -m benchmarks.probes.exp_fit
 
 Fits exp(r) on [-ln2/2, ln2/2] by a degree-6 Chebyshev interpolant (mpmath ``chebyfit``), rounds the coefficients
 to float32, and evaluates the polynomial as the kernel does (Horner, one fused multiply-add per step, emulated as

@@ -1,13 +1,13 @@
-"""Launch shapes of the GPU entropy kernel (jaxloss/_pallas.py), timed side by side on the default device.
+"""Launch shapes of the GPU entropy kernel (jaxloss/_kernels/pallas.py), timed side by side on the default device.
 
-    python -m benchmarks.tune_entropy [--json out.json] [--repeats 20]
+    python -m benchmarks.probes.tune_entropy [--json out.json] [--repeats 20]
 
 For 2^20 x 256 rows (float32 and bfloat16) it times ``entropy_from_logits(x).mean()`` forward, and value + gradient,
 for each (rows-per-program block size, warps) pair; for 8192 x 32768 rows each (chunk width, warps) pair. Beside
-them, in the same process: the XLA path of jaxloss (``JAXLOSS_ENTROPY_KERNEL=xla``) and the naive
+them, in the same process: the XLA path of jaxloss (``implementation="xla"``) and the naive
 ``-(softmax * log_softmax).sum(-1)``. Median of ``--repeats`` calls after two warm-ups, each ending in
 ``block_until_ready``. Effective bandwidth counts the logits read once (+ the gradient written once).
-The module constants of jaxloss._pallas are set for each variant and JAX's caches cleared; they are restored at exit.
+The module constants of jaxloss._kernels.pallas are set for each variant and JAX's caches cleared; they are restored at exit.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 
 import jaxloss
-from jaxloss import _pallas
+from jaxloss import _kernels
+from jaxloss._kernels import pallas as _pallas
 
 NARROW = (2**20, 256)
 WIDE = (8192, 32768)
-# (module constant overrides of jaxloss._pallas) per variant; unnamed constants keep their defaults.
+# (module constant overrides of jaxloss._kernels.pallas) per variant; unnamed constants keep their defaults.
 NARROW_VARIANTS = [
     {"_BLOCK_ELEMENTS": 2048, "_NUM_WARPS": 4},
     {"_BLOCK_ELEMENTS": 4096, "_NUM_WARPS": 4},
@@ -87,8 +88,9 @@ def run(repeats: int, modes=("forward", "value_and_grad"), kernel_modes=("forwar
                             setattr(_pallas, k, v)
                         for k, v in (variant or {}).items():
                             setattr(_pallas, k, v)
-                        setting = "xla" if name == "jaxloss xla" else "auto"
-                        with _pallas.forced(setting):
+                        setting = "xla" if name == "jaxloss xla" else None  # None: the kernel on a GPU
+                        jax.clear_caches()  # the launch constants are read at trace time
+                        with _kernels.preferring(setting):
                             try:
                                 seconds = _median(jax.jit(fns[mode]), x, repeats)
                             except Exception as err:  # a launch shape the compiler rejects: report, go on
@@ -117,7 +119,7 @@ def run(repeats: int, modes=("forward", "value_and_grad"), kernel_modes=("forwar
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tune_entropy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.probes.tune_entropy", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None)
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()

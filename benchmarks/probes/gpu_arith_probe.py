@@ -1,6 +1,6 @@
 """How accurate XLA's float32 exp, division and sigmoid forms are on the default device, against float64 numpy.
 
-    python -m benchmarks.gpu_arith_probe
+    python -m benchmarks.probes.gpu_arith_probe
 
 Written for the GPU, where the BCE gradient test found 2.39 ulp (contract 2) at z = -0.00042: is it exp, the
 division, or the formula? Prints the max ulp error of: exp(x) on a sweep of [-87, 0]; a / b for random a, b

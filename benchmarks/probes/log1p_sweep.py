@@ -1,7 +1,7 @@
 """Exhaustive accuracy sweep of jaxloss's float32 log1p kernel (every float32 in a range, or every k-th one).
 
-    python benchmarks/log1p_sweep.py            # every normal float32 in [-1, 1]: ~2.1e9 values, ~3 min on 2 cores
-    python benchmarks/log1p_sweep.py --stride 7 --range big   # every 7th float32 in [1, max]
+    python -m benchmarks.probes.log1p_sweep      # every normal float32 in [-1, 1]: ~2.1e9 values, ~3 min on 2 cores
+    python -m benchmarks.probes.log1p_sweep --stride 7 --range big   # every 7th float32 in [1, max]
 
 The reference is numpy's float64 log1p of the same input: its error (< 1 float64 ulp = 2**-29 float32 ulp)
 cannot move a float32 ulp figure at the printed precision. Prints the largest error in float32 ulps and where,
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxloss import _math
+from jaxloss._kernels import elementwise as _math
 
 RANGES = {  # [first, last) as float32 bit patterns
     "positive": (0x00800000, 0x3F800001),  # [2**-126, 1]

@@ -1,6 +1,6 @@
 """The CPU row kernels against XLA's naive forms, minimum of many interleaved calls, over several row counts.
 
-    python -m benchmarks.kernel_scale [--calls 60]
+    python -m benchmarks.probes.kernel_scale [--calls 60]
 
 For rows x 256 classes (256 to 16384 rows), per element: jaxloss.entropy_from_logits vs the naive
 -(softmax * log_softmax).sum(-1), and jaxloss.entropy vs entr(p).sum(-1), forward and value + gradient of the mean.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (device tool): versions, the kernel's launch-shape sweep, the side-by-side suite,
 # then the entropy_from_logits tests with the kernel running natively. Everything lands in $OUT (or ./gpu_out).
-# Run from the repository root: bash benchmarks/gpu_session.sh
+# Run from the repository root: bash benchmarks/probes/gpu_session.sh
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 'optax', optax.__version__, 'torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__, jax.devices())"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-timeout -s INT 100 python3 -m benchmarks.tune_entropy --json "$OUT/tune.json" > "$OUT/tune.txt" 2>&1
+timeout -s INT 100 python3 -m benchmarks.probes.tune_entropy --json "$OUT/tune.json" > "$OUT/tune.txt" 2>&1
 echo "tune rc=$?"
 cat "$OUT/tune.txt"
 timeout -s INT 250 python3 -m benchmarks.run --json "$OUT/gpu.json" --markdown > "$OUT/run.txt" 2>&1

@@ -1,5 +1,5 @@
 """Write the compiled HLO of jaxloss's value + gradient programs (BCE at 2^28, entropy_from_logits at 2^20 x 256)
-for the default device into DIR, to read how XLA fused them: python -m benchmarks.dump_gpu_hlo DIR"""
+for the default device into DIR, to read how XLA fused them: python -m benchmarks.probes.dump_gpu_hlo DIR"""
 
 from __future__ import annotations
 

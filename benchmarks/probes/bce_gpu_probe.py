@@ -1,8 +1,8 @@
 """BCE on a GPU: which float32 log1p to use there, measured side by side (speed) and against float64 (accuracy).
 
-    python -m benchmarks.bce_gpu_probe [--out DIR]
+    python -m benchmarks.probes.bce_gpu_probe [--out DIR]
 
-jaxloss computes log1p in float32 with its own branch-free kernel (jaxloss._math._log1p_f32, 0.84 ulp; XLA:CPU's
+jaxloss computes log1p in float32 with its own branch-free kernel (jaxloss._kernels.elementwise._log1p_f32, 0.84 ulp; XLA:CPU's
 log1p is off by 2.5 ulp). On a GPU, XLA's log1p may be both accurate and cheaper; this script measures, on the
 default device: (1) the ulp error of ``jnp.log1p`` and of the kernel over a strided sweep of [-1, 1] against numpy's
 float64 log1p; (2) BCE mean forward and value + gradient at 2^28 elements, float32 and bfloat16, for jaxloss with
@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import jaxloss
-from jaxloss import _math
+from jaxloss._kernels import elementwise as _math
 
 
 def ulp_sweep(fn, step: int = 97) -> tuple[float, float]:
@@ -43,15 +43,11 @@ def accuracy(kernel, cuda_default) -> None:
     (tests/data, exact at the given inputs), with each log1p on CUDA."""
     import ml_dtypes
 
-    from tests import ulp
+    from benchmarks.accuracy import bce_grid as grid
+    from benchmarks.accuracy import load, masked_max, ulp_checked, ulp_error
 
-    def grid(data):
-        shape = (data["labels"].size, data["logits"].size)
-        return np.broadcast_to(data["logits"][None, :], shape), np.broadcast_to(data["labels"][:, None], shape)
-
-    def load(name):
-        with np.load(f"tests/data/{name}.npz") as d:
-            return {k: d[k] for k in d.files}
+    def max_ulp(computed, reference, mask) -> float:  # in float32 ulps: jaxloss's BCE returns float32
+        return masked_max(ulp_error(computed, reference, np.float32), mask)
 
     f32 = load("bce_logits")
     z, y = grid(f32)
@@ -61,14 +57,14 @@ def accuracy(kernel, cuda_default) -> None:
     for name, fn in (("kernel log1p", kernel), ("XLA log1p", jnp.log1p)):
         _math._log1p_f32_cuda = fn
         jax.clear_caches()
-        out = [f"value f32 {ulp.max_ulp(loss(z, y), f32['value'], mask=ulp.ulp_checked(f32['value'])).error:.3f}"]
+        out = [f"value f32 {max_ulp(loss(z, y), f32['value'], ulp_checked(f32['value'])):.3f}"]
         g = grad(jnp.asarray(z), jnp.asarray(y))
-        out.append(f"grad hard {ulp.max_ulp(g, f32['grad'], mask=hard & ulp.ulp_checked(f32['grad'])).error:.3f}")
+        out.append(f"grad hard {max_ulp(g, f32['grad'], hard & ulp_checked(f32['grad'])):.3f}")
         for half, dt in (("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
             d = load(f"bce_logits_{half}")
             zh, yh = grid(d)
             v = loss(zh.astype(dt), yh.astype(dt))
-            out.append(f"value {half} {ulp.max_ulp(v, d['value'], mask=ulp.ulp_checked(d['value'])).error:.3f}")
+            out.append(f"value {half} {max_ulp(v, d['value'], ulp_checked(d['value'])):.3f}")
         print(f"bce accuracy ({name} on CUDA): " + ", ".join(out) + " ulp", flush=True)
     _math._log1p_f32_cuda = cuda_default
 
@@ -85,7 +81,7 @@ def _median(fn, args, repeats=20):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bce_gpu_probe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.probes.bce_gpu_probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".")
     args = p.parse_args()
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
