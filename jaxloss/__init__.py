@@ -4,10 +4,10 @@ Every function is pure and jit-compiled, takes arrays positionally and options b
 keyword, and comes with closed-form first and second derivatives.
 """
 
-from importlib import metadata as _metadata
-
 from . import batch as batch
 from . import streaming as streaming
+from ._info import __version__ as __version__
+from ._info import info as info
 from .classification import bce_with_logits as bce_with_logits
 from .classification import binary_cross_entropy as binary_cross_entropy
 from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
@@ -21,11 +21,6 @@ from .regression import mse as mse
 from .regression import squared_error as squared_error
 from .validate import checked as checked
 
-try:
-    __version__ = _metadata.version("jaxloss")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
 __all__ = [
     "batch",
     "bce_with_logits",
@@ -36,6 +31,7 @@ __all__ = [
     "entropy",
     "entropy_from_logits",
     "half_squared_error",
+    "info",
     "mean",
     "mse",
     "sigmoid_binary_cross_entropy",

@@ -1,6 +1,7 @@
 """``python -m jaxloss`` (and the ``jaxloss`` console script): ``eval``, ``demo`` (the default) and ``check``.
 
-The commands live in :mod:`jaxloss.cli`; ``main(argv)`` returns the exit code.
+The parser and dispatch live in :mod:`jaxloss.cli` (``main(argv)`` returns the exit code); the commands
+in :mod:`jaxloss._cmd_eval`, :mod:`jaxloss.demo` and :mod:`jaxloss._cmd_check`.
 """
 
 from __future__ import annotations

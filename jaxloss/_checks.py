@@ -4,13 +4,12 @@ Every check here runs in plain Python on static information (shapes, dtypes,
 Python scalars), so it raises at trace time, under ``jax.jit`` too. Messages
 follow one pattern: what was called, what was expected, what arrived, the fix.
 Value checks on traced arrays (labels in [0, 1], ...) live in
-:mod:`jaxloss.validate`, behind :func:`jaxloss.checked`.
+:mod:`jaxloss.validate`, behind :func:`jaxloss.checked`. How a public function is
+defined (jit, screening, its declaration) is :mod:`jaxloss._api`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -208,48 +207,3 @@ def scalar_in_range(fn: str, name: str, value, lo: float, hi: float | None) -> N
         if not (v >= lo and (hi is None or v <= hi)):
             allowed = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
             raise ValueError(f"jaxloss.{fn}: {name} must be {allowed}; got {value!r}.")
-
-
-_FLOAT_ARGUMENTS = frozenset({"predictions", "logits", "probabilities", "values"})
-
-
-def _is_text(x) -> bool:
-    if isinstance(x, (str, bytes)):
-        return True
-    if isinstance(x, np.ndarray) and x.dtype.kind in "USO":
-        return True
-    return isinstance(x, (list, tuple)) and any(_is_text(v) for v in x)
-
-
-def screen(fn: str, arguments: dict, static: tuple[str, ...] = ()) -> None:
-    """Reject, with jaxloss's message, what jax.jit would reject with its own: text, and arrays for static options."""
-    for name, x in arguments.items():
-        if name in static:
-            if isinstance(x, (jax.Array, np.ndarray)):
-                raise TypeError(
-                    f"jaxloss.{fn}: {name} must be a Python number (it is a compile-time option); got an array. "
-                    f"Pass e.g. {name}={'-1' if name == 'axis' else '2'}."
-                )
-        elif _is_text(x):
-            if name in _FLOAT_ARGUMENTS:
-                as_float_array(fn, name, x)
-            else:
-                as_label_array(fn, name, x, jnp.float32)
-
-
-def public(*, static_argnames: tuple[str, ...] = ()):
-    """``jax.jit`` for a public function, with :func:`screen` run on the arguments first (a few microseconds)."""
-
-    def decorate(fun):
-        jitted = jax.jit(fun, static_argnames=static_argnames)
-        names = list(inspect.signature(fun).parameters)
-
-        @functools.wraps(fun)
-        def wrapper(*args, **kwargs):
-            screen(fun.__name__, {**dict(zip(names, args, strict=False)), **kwargs}, static_argnames)
-            return jitted(*args, **kwargs)
-
-        wrapper.jitted = jitted  # the compiled function itself (its cache, .lower(), ...)
-        return wrapper
-
-    return decorate

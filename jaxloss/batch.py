@@ -16,9 +16,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-from . import _checks, classification, reduce, regression
+from . import _api, _checks, classification, reduce, regression
 
 __all__ = ["bce_with_logits", "grad", "mean", "mse", "per_example", "value_and_grad"]
 
@@ -31,26 +32,47 @@ def _has_example_axis(fn: str, name: str, x: jax.Array) -> None:
         )
 
 
-def _paired(fn: str, names: tuple[str, str], a, b):
-    """Validated float ``a`` and label ``b`` broadcast to one ``[B, ...]`` shape, and the compute dtype."""
-    qualified = f"batch.{fn}"
-    a = _checks.as_float_array(qualified, names[0], a)
-    dtype = _checks.compute_dtype(a, b)
-    b = _checks.as_label_array(qualified, names[1], b, dtype)
-    _checks.same_shape(qualified, names, a, b)
-    shape = _checks.pair_shape(a, b)
-    _has_example_axis(fn, names[1] if a.ndim == 0 and b.ndim else names[0], a if a.ndim else b)
-    return jnp.broadcast_to(a, shape), jnp.broadcast_to(b, shape), dtype
+def _per_example(single: Callable[..., jax.Array], **arguments: Any) -> jax.Array:
+    """``jax.vmap`` of the public single-example function ``single`` over the leading (example) axis.
+
+    The arrays are validated for the whole batch (errors name ``jaxloss.batch.<fn>``), brought to one ``[B, ...]``
+    shape with the per-element options (weights, masks: the roles of ``single``'s declaration), and mapped
+    together; the other options (``label_smoothing``) are shared by every example.
+    """
+    declaration = vars(single)["declaration"]
+    qualified = f"batch.{declaration.name}"
+    names = declaration.arrays
+    if len(names) == 2:
+        a, b = _checks.paired(qualified, names, arguments[names[0]], arguments[names[1]])
+        dtype = a.dtype
+        # name the argument that has the shape (a scalar may stand for the other)
+        _has_example_axis(declaration.name, names[1] if np.ndim(arguments[names[0]]) == 0 else names[0], a)
+        mapped = {names[0]: a, names[1]: b}
+    else:
+        a = _checks.as_float_array(qualified, names[0], arguments[names[0]])
+        _has_example_axis(declaration.name, names[0], a)
+        weights = arguments.get("weights")
+        dtype = _checks.compute_dtype(a, weights)
+        mapped = {names[0]: a}
+    shared = {}
+    for name in declaration.options:
+        value = arguments.get(name)
+        kind = _api.ROLES[name].kind
+        if value is None or kind == "option":
+            shared[name] = value
+        elif kind == "weights":
+            mapped[name] = _checks.broadcast_option(qualified, name, value, a.shape, dtype)
+        else:
+            mapped[name] = _checks.broadcast_mask(qualified, value, a.shape)
+
+    def one(m):
+        options = {k: v for k, v in m.items() if k not in names}
+        return single(*(m[n] for n in names), **options, **shared)  # arrays by position, as single declares them
+
+    return jax.vmap(one)(mapped)
 
 
-def _per_element(fn: str, weights, where, shape, dtype):
-    qualified = f"batch.{fn}"
-    if weights is not None:
-        weights = _checks.broadcast_option(qualified, "weights", weights, shape, dtype)
-    return weights, _checks.broadcast_mask(qualified, where, shape)
-
-
-@jax.jit
+@_api.loss(returns="per_example")
 def mean(
     values: ArrayLike,
     /,
@@ -79,13 +101,10 @@ def mean(
       >>> jaxloss.batch.mean(jnp.array([[1.0, 3.0], [2.0, 9.0]]), where=jnp.array([[True, True], [True, False]]))
       Array([2., 2.], dtype=float32)
     """
-    values = _checks.as_float_array("batch.mean", "values", values)
-    _has_example_axis("mean", "values", values)
-    weights, where = _per_element("mean", weights, where, values.shape, _checks.compute_dtype(values, weights))
-    return jax.vmap(lambda v, w, m: reduce.mean(v, weights=w, where=m))(values, weights, where)
+    return _per_example(reduce.mean, values=values, weights=weights, where=where)
 
 
-@jax.jit
+@_api.loss(returns="per_example")
 def mse(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -118,25 +137,10 @@ def mse(
       >>> jaxloss.batch.mse(jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.array([[1.0, 4.0], [3.0, 1.0]]))
       Array([2., 5.], dtype=float32)
     """
-    p, t, dtype = _paired("mse", ("predictions", "targets"), predictions, targets)
-    weights, where = _per_element("mse", weights, where, p.shape, dtype)
-    return jax.vmap(lambda a, b, w, m: regression.mse(a, b, weights=w, where=m))(p, t, weights, where)
+    return _per_example(regression.mse, predictions=predictions, targets=targets, weights=weights, where=where)
 
 
-@jax.jit
-def _bce_batch(logits, labels, pos_weight, label_smoothing, weights, where):
-    z, y, dtype = _paired("bce_with_logits", ("logits", "labels"), logits, labels)
-    if pos_weight is not None:
-        pos_weight = _checks.broadcast_option("batch.bce_with_logits", "pos_weight", pos_weight, z.shape, dtype)
-    weights, where = _per_element("bce_with_logits", weights, where, z.shape, dtype)
-    smoothing = 0.0 if label_smoothing is None else label_smoothing
-
-    def one(zb, yb, pb, wb, mb):
-        return classification.bce_with_logits(zb, yb, pos_weight=pb, label_smoothing=smoothing, weights=wb, where=mb)
-
-    return jax.vmap(one)(z, y, pos_weight, weights, where)
-
-
+@_api.loss(returns="per_example")
 def bce_with_logits(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -174,9 +178,15 @@ def bce_with_logits(
       >>> jaxloss.batch.bce_with_logits(jnp.array([[0.0, 0.0], [100.0, -100.0]]), jnp.array([[0, 1], [1, 0]]))
       Array([0.6931472, 0.       ], dtype=float32)
     """
-    classification._check_options("batch.bce_with_logits", pos_weight, label_smoothing)
-    smoothing = None if classification._is_python_zero(label_smoothing) else label_smoothing
-    return _bce_batch(logits, labels, pos_weight, smoothing, weights, where)
+    return _per_example(
+        classification.bce_with_logits,
+        logits=logits,
+        labels=labels,
+        pos_weight=pos_weight,
+        label_smoothing=label_smoothing,
+        weights=weights,
+        where=where,
+    )
 
 
 def per_example(fn: Callable[..., Any], /, *, in_axes: int | Sequence[Any] | None = 0) -> Callable[..., Any]:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks, _math, reduce
+from . import _api, _checks, reduce
+from ._kernels import elementwise
 
 __all__ = ["sigmoid_binary_cross_entropy", "binary_cross_entropy", "bce_with_logits"]
-
-
-def _check_options(fn: str, pos_weight, label_smoothing) -> None:
-    """Range checks for options given as Python/NumPy numbers (arrays: see jaxloss.checked)."""
-    _checks.scalar_in_range(fn, "pos_weight", pos_weight, 0.0, None)
-    _checks.scalar_in_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
-
-
-def _is_python_zero(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
 
 
 def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None):
@@ -34,13 +24,13 @@ def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None
     if pos_weight is None:
 
         def loss(labels):
-            return _math.bce(z, labels)
+            return elementwise.bce(z, labels)
 
     else:
         p = _checks.broadcast_option(fn, "pos_weight", pos_weight, shape, dtype)
 
         def loss(labels):
-            return _math.bce_weighted(z, labels, p)
+            return elementwise.bce_weighted(z, labels, p)
 
     if label_smoothing is None:
         return loss(y), where
@@ -51,14 +41,10 @@ def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None
         )
     # Keras smoothing y -> y (1 - alpha) + alpha / 2, written as a mix of two losses: L is linear in y, so
     # L(z, y') = (1 - alpha) L(z, y) + alpha L(z, 1/2). No rounded y' (whose error grows with |z|), no cancellation.
-    return (1 - alpha) * loss(y) + _math.times(alpha, loss(jnp.full_like(y, 0.5))), where
+    return (1 - alpha) * loss(y) + elementwise.times(alpha, loss(jnp.full_like(y, 0.5))), where
 
 
-@jax.jit
-def _sigmoid_bce(logits, labels, pos_weight, label_smoothing):
-    return _bce_elementwise("sigmoid_binary_cross_entropy", logits, labels, pos_weight, label_smoothing)[0]
-
-
+@_api.loss(returns="elementwise", cli="bce-logits")
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -112,23 +98,10 @@ def sigmoid_binary_cross_entropy(
     References:
       PyTorch ``BCEWithLogitsLoss`` (``pos_weight``); Keras ``BinaryCrossentropy`` (``label_smoothing``).
     """
-    _checks.screen(
-        "sigmoid_binary_cross_entropy",
-        {"logits": logits, "labels": labels, "pos_weight": pos_weight, "label_smoothing": label_smoothing},
-    )
-    _check_options("sigmoid_binary_cross_entropy", pos_weight, label_smoothing)
-    smoothing = None if _is_python_zero(label_smoothing) else label_smoothing
-    return _sigmoid_bce(logits, labels, pos_weight, smoothing)
+    return _bce_elementwise("sigmoid_binary_cross_entropy", logits, labels, pos_weight, label_smoothing)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("axis_name",))
-def _bce_mean(logits, labels, pos_weight, label_smoothing, weights, where, axis_name):
-    loss, where = _bce_elementwise("bce_with_logits", logits, labels, pos_weight, label_smoothing, where)
-    if weights is not None:
-        weights = _checks.broadcast_option("bce_with_logits", "weights", weights, loss.shape, loss.dtype)
-    return reduce.ratio(*reduce.totals(loss, weights, where, axis_name))
-
-
+@_api.loss(returns="mean")
 def bce_with_logits(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -167,23 +140,13 @@ def bce_with_logits(
       >>> jaxloss.bce_with_logits(jnp.array([0.0, 0.0]), jnp.array([0.0, 1.0]))
       Array(0.6931472, dtype=float32)
     """
-    _checks.screen(
-        "bce_with_logits",
-        {
-            "logits": logits,
-            "labels": labels,
-            "pos_weight": pos_weight,
-            "label_smoothing": label_smoothing,
-            "weights": weights,
-            "where": where,
-        },
-    )
-    _check_options("bce_with_logits", pos_weight, label_smoothing)
-    smoothing = None if _is_python_zero(label_smoothing) else label_smoothing
-    return _bce_mean(logits, labels, pos_weight, smoothing, weights, where, axis_name)
+    loss, where = _bce_elementwise("bce_with_logits", logits, labels, pos_weight, label_smoothing, where)
+    if weights is not None:
+        weights = _checks.broadcast_option("bce_with_logits", "weights", weights, loss.shape, loss.dtype)
+    return reduce.ratio(*reduce.totals(loss, weights, where, axis_name))
 
 
-@_checks.public()
+@_api.loss(returns="elementwise", cli="bce")
 def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.Array:
     r"""Elementwise binary cross-entropy from probabilities, exact, with :math:`0 \log 0 = 0` and no epsilon.
 
@@ -222,5 +185,5 @@ def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.
     # Double where: the switched-off term's input is made safe first, so neither its value nor its
     # derivative can produce 0 * inf.
     pos = jnp.where(off_pos, 0, -y * jnp.log(jnp.where(off_pos, 1, p)))
-    neg = jnp.where(off_neg, 0, -(1 - y) * _math.log1p(-jnp.where(off_neg, 0, p)))
+    neg = jnp.where(off_neg, 0, -(1 - y) * elementwise.log1p(-jnp.where(off_neg, 0, p)))
     return pos + neg

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks, _math
+from . import _api, _checks, _kernels
+from ._kernels import elementwise
 
 __all__ = ["entropy", "entropy_from_logits", "binary_entropy", "binary_entropy_from_logits"]
 
@@ -32,7 +33,7 @@ def _class_axis_input(fn: str, name: str, x, axis, base, where, *, widen: bool =
     return x, axis, _checks.log_base_factor(fn, base), _checks.broadcast_mask(fn, where, x.shape)
 
 
-@_checks.public(static_argnames=("axis", "base"))
+@_api.loss(returns="rows", cli="entropy")
 def entropy(
     probabilities: ArrayLike,
     /,
@@ -40,6 +41,7 @@ def entropy(
     axis: int = -1,
     base: float | None = None,
     where: ArrayLike | None = None,
+    implementation: str | None = None,
 ) -> jax.Array:
     r"""Shannon entropy of probability vectors along ``axis``: the missing information before the message.
 
@@ -66,6 +68,8 @@ def entropy(
       axis: the class axis, reduced away.
       base: logarithm base (``None``: nats, 2: bits); positive and not 1.
       where: optional boolean mask broadcasting to ``probabilities.shape``.
+      implementation: ``None`` (the best available), ``"xla"`` or ``"cpu"`` (the C++ row kernel: CPU,
+        float32/bfloat16/float16, class axis last, one device); naming one that cannot run raises ``ValueError``.
 
     Returns:
       ``probabilities.shape`` without ``axis``; float32 for 16-bit or float32 input.
@@ -86,11 +90,12 @@ def entropy(
     p, axis, factor, where = _class_axis_input(
         "entropy", "probabilities", probabilities, axis, base, where, widen=False
     )
-    h = _math.entropy_probs(p if where is None else jnp.where(where, p, 0), axis)
-    return _math.positive_zero(_in_base(h, factor))
+    path = _kernels.choose("entropy", implementation, p.shape, p.dtype, axis)
+    h = _kernels.entropy_probs(p if where is None else jnp.where(where, p, 0), axis, path)
+    return elementwise.positive_zero(_in_base(h, factor))
 
 
-@_checks.public(static_argnames=("axis", "base"))
+@_api.loss(returns="rows", cli="entropy-logits")
 def entropy_from_logits(
     logits: ArrayLike,
     /,
@@ -98,6 +103,7 @@ def entropy_from_logits(
     axis: int = -1,
     base: float | None = None,
     where: ArrayLike | None = None,
+    implementation: str | None = None,
 ) -> jax.Array:
     r"""Shannon entropy of :math:`\mathrm{softmax}(l)` along ``axis``, exact for any logit spread.
 
@@ -123,16 +129,21 @@ def entropy_from_logits(
     forward mode and ``jax.hessian`` work. To encourage exploration, subtract
     ``beta * entropy_from_logits(logits)`` from the loss.
 
-    On one CUDA GPU, with the class axis last, the row sums come from a Pallas kernel that reads each row once
-    (16-bit logits at their own width); the value, the gradient and forward mode use its sums, and second
-    derivatives are computed wholly on the XLA path (the same closed forms). Everywhere else, and with
-    ``JAXLOSS_ENTROPY_KERNEL=xla``, the XLA path is used. The choice is automatic.
+    Paths (``implementation``): ``"xla"``, the formulation above in XLA (any platform, dtype and axis; partitions
+    across devices); ``"cpu"``, a C++ row kernel built with the package, one sweep per row (CPU, float32/bfloat16/
+    float16, class axis last, one device); ``"pallas"``, a Pallas row kernel that reads each row once (natively
+    on CUDA GPUs, same conditions; elsewhere through Pallas' interpreter, for tests). ``None`` takes the best
+    available (:func:`jaxloss.info` says which, and why another is not); naming one that cannot run this call
+    raises ``ValueError`` saying why. All paths give the same values within the accuracy contract; value,
+    gradient and forward mode use the chosen path, second derivatives are computed on the XLA path (the same
+    closed forms).
 
     Args:
       logits: ``[..., n, ...]`` real floating array; ``-inf`` marks a class that is out.
       axis: the class axis, reduced away.
       base: logarithm base (``None``: nats, 2: bits); positive and not 1.
       where: optional boolean mask broadcasting to ``logits.shape``; False = out.
+      implementation: ``None`` (the best available), ``"xla"``, ``"cpu"`` or ``"pallas"``; see above.
 
     Returns:
       ``logits.shape`` without ``axis``; float32 for 16-bit or float32 input.
@@ -151,11 +162,12 @@ def entropy_from_logits(
     lg, axis, factor, where = _class_axis_input("entropy_from_logits", "logits", logits, axis, base, where, widen=False)
     if where is not None:
         lg = jnp.where(where, lg, -jnp.inf)
-    h = jnp.squeeze(_math.entropy_logits(lg, axis), axis=axis)
-    return _math.positive_zero(_in_base(h, factor))
+    path = _kernels.choose("entropy_from_logits", implementation, lg.shape, lg.dtype, axis)
+    h = _kernels.entropy_logits(lg, axis, path)
+    return elementwise.positive_zero(_in_base(h, factor))
 
 
-@_checks.public(static_argnames=("base",))
+@_api.loss(returns="elementwise", cli="binary-entropy")
 def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) -> jax.Array:
     r"""Elementwise binary entropy :math:`h(p) = -p\log p - (1-p)\log(1-p)`.
 
@@ -185,10 +197,10 @@ def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) ->
     """
     fn = "binary_entropy"
     p = _float_input(fn, "probabilities", probabilities)
-    return _math.positive_zero(_in_base(_math.binary_entropy(p), _checks.log_base_factor(fn, base)))
+    return elementwise.positive_zero(_in_base(elementwise.binary_entropy(p), _checks.log_base_factor(fn, base)))
 
 
-@_checks.public(static_argnames=("base",))
+@_api.loss(returns="elementwise")
 def binary_entropy_from_logits(logits: ArrayLike, /, *, base: float | None = None) -> jax.Array:
     r"""Elementwise binary entropy of :math:`\sigma(x)`, accurate in both tails.
 
@@ -219,4 +231,4 @@ def binary_entropy_from_logits(logits: ArrayLike, /, *, base: float | None = Non
     """
     fn = "binary_entropy_from_logits"
     x = _float_input(fn, "logits", logits)
-    return _in_base(_math.binary_entropy_logits(x), _checks.log_base_factor(fn, base))
+    return _in_base(elementwise.binary_entropy_logits(x), _checks.log_base_factor(fn, base))

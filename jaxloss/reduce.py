@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks
+from . import _api, _checks
 
 __all__ = ["mean"]
 
@@ -57,7 +57,7 @@ def prepare(fn: str, values, weights, where):
     return values, weights, where
 
 
-@_checks.public(static_argnames=("axis_name",))
+@_api.loss(returns="mean")
 def mean(
     values: ArrayLike,
     /,

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks, reduce
+from . import _api, _checks, reduce
 
 __all__ = ["squared_error", "half_squared_error", "mse"]
 
@@ -16,7 +16,7 @@ __all__ = ["squared_error", "half_squared_error", "mse"]
 _NAMES = ("predictions", "targets")
 
 
-@_checks.public()
+@_api.loss(returns="elementwise", cli="mse")
 def squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Array:
     r"""Elementwise squared error :math:`(p - t)^2`.
 
@@ -54,7 +54,7 @@ def _half_square_jvp(primals, tangents):
     return _half_square(d), d * dd
 
 
-@_checks.public()
+@_api.loss(returns="elementwise")
 def half_squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Array:
     r"""Elementwise half squared error :math:`\tfrac12 (p - t)^2` — the classic "simple network" loss.
 
@@ -78,7 +78,7 @@ def half_squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Arr
     return _half_square(p - t)
 
 
-@_checks.public(static_argnames=("axis_name",))
+@_api.loss(returns="mean")
 def mse(
     predictions: ArrayLike,
     targets: ArrayLike,

@@ -30,7 +30,6 @@ False, and, in the means, those whose weight is 0 (the documented contract of
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -41,58 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from . import _api
+
 __all__ = ["checked"]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Rule:
-    expected: str  # completes "<arg> ..."
-    fix: str
-    ok: Callable[[jax.Array], jax.Array]
-    data: bool  # an element-wise data argument: unchecked where `where` is False or the weight is 0
-
-
-def _is_float(x) -> bool:
-    return jnp.issubdtype(x.dtype, jnp.floating)
-
-
-def _not_nan(x):
-    return ~jnp.isnan(x) if _is_float(x) else jnp.ones(x.shape, bool)
-
-
-def _finite(x):
-    return jnp.isfinite(x) if _is_float(x) else jnp.ones(x.shape, bool)
-
-
-def _unit(x):
-    return (x >= 0) & (x <= 1)  # False for NaN
-
-
-def _nonnegative_finite(x):
-    return _finite(x) & (x >= 0)
-
-
-_NAN_FIX = "Find where it came from (e.g. jax.config.update('jax_debug_nans', True)) before the loss."
-_UNIT = "must be in [0, 1]"
-
-_RULES: dict[str, _Rule] = {
-    "labels": _Rule(_UNIT, "Fix the labels upstream (hard labels 0/1 or soft labels in [0, 1]).", _unit, True),
-    "probabilities": _Rule(
-        _UNIT,
-        "Pass probabilities (e.g. jax.nn.sigmoid or softmax outputs), or use the from-logits form.",
-        _unit,
-        True,
-    ),
-    "logits": _Rule("must not be NaN (-inf and +inf are allowed)", _NAN_FIX, _not_nan, True),
-    "predictions": _Rule("must be finite", _NAN_FIX, _finite, True),
-    "targets": _Rule("must be finite", _NAN_FIX, _finite, True),
-    "values": _Rule("must not be NaN", _NAN_FIX, _not_nan, True),
-    "weights": _Rule("must be finite and >= 0", "Pass non-negative finite weights.", _nonnegative_finite, False),
-    "pos_weight": _Rule(
-        "must be finite and >= 0", "Pass a non-negative finite pos_weight (1 means none).", _nonnegative_finite, False
-    ),
-    "label_smoothing": _Rule(_UNIT, "Pass label_smoothing in [0, 1] (0 means none).", _unit, False),
-}
+# The value rule of each argument name: the roles table every public loss is declared with (jaxloss._api).
+_RULES: dict[str, _api.Rule] = {name: role.rule for name, role in _api.ROLES.items() if role.rule is not None}
 
 
 def _public_name(fn) -> str:
@@ -138,7 +92,7 @@ def _unravel(flat: jax.Array, shape: tuple[int, ...]) -> tuple[jax.Array, ...]:
     return tuple(reversed(index))
 
 
-def _report(fn_name: str, arg: str, rule: _Rule, x: jax.Array, bad: jax.Array) -> None:
+def _report(fn_name: str, arg: str, rule: _api.Rule, x: jax.Array, bad: jax.Array) -> None:
     if x.size == 0:
         return
     flat = bad.ravel()

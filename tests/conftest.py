@@ -27,22 +27,22 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(params=["xla", "auto", "pallas"])
+@pytest.fixture(params=["xla", "cpu", "pallas"])
 def entropy_kernel(request):
-    """Run an ``entropy_from_logits`` test on each of its paths: XLA; ``auto``, the native kernel of the platform
-    (the C++ row kernel on CPU, the Pallas kernel on a CUDA GPU); and the Pallas row kernel (natively on a CUDA
-    GPU, through Pallas' interpreter elsewhere). JAX's caches are cleared on entry and exit."""
-    from jaxloss import _pallas
+    """Run an ``entropy_from_logits`` test on each of its paths: ``xla``; ``cpu``, the C++ row kernel (where the
+    kernel cannot take an input, e.g. float64, ``implementation=None`` falls back to the best available, as
+    ``JAXLOSS_IMPLEMENTATION`` does); and ``pallas``, the Pallas row kernel (natively on a CUDA GPU, through
+    Pallas' interpreter elsewhere). The path is a static argument: nothing needs JAX's caches cleared."""
+    from jaxloss import _kernels
 
-    with _pallas.forced(request.param):
+    with _kernels.preferring(request.param):
         yield request.param
 
 
-@pytest.fixture(params=["xla", "auto"])
+@pytest.fixture(params=["xla", "cpu"])
 def entropy_path(request):
-    """Run an ``entropy`` (of probabilities) test on both of its paths: XLA, and ``auto``, the C++ row kernel on
-    CPU (on other platforms ``auto`` is the XLA path too). JAX's caches are cleared on entry and exit."""
-    from jaxloss import _pallas
+    """Run an ``entropy`` (of probabilities) test on both of its paths: XLA, and the C++ row kernel."""
+    from jaxloss import _kernels
 
-    with _pallas.forced(request.param):
+    with _kernels.preferring(request.param):
         yield request.param

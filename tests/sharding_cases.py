@@ -182,9 +182,21 @@ CASES = {
 }
 
 
+def test_info_reports_the_xla_path_and_why_on_several_devices():
+    """jaxloss.info() computes nothing to shard; with 8 devices it must say that the kernels are not used, and why."""
+    report = jaxloss.info()
+    assert "8 device(s)" in report
+    assert "entropy_from_logits: xla" in report and "entropy: xla" in report
+    assert "cpu: unavailable - this process has 8 devices (the kernels run in one-device processes)" in report
+
+
+# Public callables that are not computations on arrays, each with the test that covers it here.
+NOT_COMPUTATIONS = {"info": test_info_reports_the_xla_path_and_why_on_several_devices}
+
+
 def test_every_public_function_has_a_case():
     """Case names are "function" or "function/variant"; a new public function must bring a case."""
-    covered = {name.split("/")[0] for name in CASES}
+    covered = {name.split("/")[0] for name in CASES} | set(NOT_COMPUTATIONS)
     functions = {name for name in jaxloss.__all__ if callable(getattr(jaxloss, name))}  # modules are not callable
     assert functions - covered == set(), "public functions without a sharding case"
     assert {f"batch.{name}" for name in batch.__all__} - covered == set(), "jaxloss.batch functions without a case"

@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from jaxloss import cli
+from jaxloss import _cmd_check, cli, demo, npyfiles, streaming
 
 F32 = np.float32
 REL = 8 * float(np.finfo(F32).eps)  # the streamed float32 mean vs a float64 reference
@@ -153,9 +153,9 @@ def test_eval_npz_members_stored_and_compressed(files, capsys):
 
 
 def test_inputs_are_opened_without_loading_them(files):
-    assert isinstance(cli.open_array(files["z"], "PRED"), np.memmap)
-    assert isinstance(cli.open_array(files["stored"] + ":z", "PRED"), np.memmap)
-    rows = cli.open_array(files["compressed"] + ":z", "PRED")
+    assert isinstance(npyfiles.open_array(files["z"], "PRED"), np.memmap)
+    assert isinstance(npyfiles.open_array(files["stored"] + ":z", "PRED"), np.memmap)
+    rows = npyfiles.open_array(files["compressed"] + ":z", "PRED")
     assert not isinstance(rows, np.ndarray)  # decompressed slice by slice
     np.testing.assert_array_equal(rows[0:10], files["Z"][:10])
     np.testing.assert_array_equal(rows[10:25], files["Z"][10:25])
@@ -209,7 +209,7 @@ def test_eval_reports_nan_rows(files, capsys, tmp_path):
 
 def test_no_command_runs_the_demo(monkeypatch):
     ran = []
-    monkeypatch.setattr(cli, "_demo", lambda args: ran.append(args.command) or 0)
+    monkeypatch.setattr(demo, "run", lambda args: ran.append(args.command) or 0)
     assert cli.main([]) == 0 and ran == [None]
 
 
@@ -217,7 +217,7 @@ def test_ctrl_c_inside_main_is_one_line_and_exit_130(files, capsys, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.streaming, "stream", interrupted)
+    monkeypatch.setattr(streaming, "stream", interrupted)
     code, out, err = call(capsys, "eval", "--loss", "mse", files["z"], files["y"])
     assert (code, out, err) == (130, "", "jaxloss eval: interrupted\n")
 
@@ -385,7 +385,9 @@ def test_check_exits_1_and_names_a_failure(capsys, monkeypatch):
     def broken():
         raise AssertionError("dL/dz at z = 0: got -1, expected -0.5")
 
-    monkeypatch.setattr(cli, "_derivative_checks", lambda dtype: {"f": [("edges", broken), ("fine", lambda: None)]})
+    monkeypatch.setattr(
+        _cmd_check, "derivative_checks", lambda dtype: {"f": [("edges", broken), ("fine", lambda: None)]}
+    )
     code, out, _ = call(capsys, "check")
     assert code == 1
     assert "FAIL 1/2" in out and "cpu: f: edges: dL/dz at z = 0: got -1, expected -0.5" in out

@@ -1,10 +1,11 @@
-"""The row kernels behind ``entropy_from_logits``, against float64 and the XLA path: the Pallas kernel
-(jaxloss/_pallas.py) and the C++ CPU kernel (jaxloss/_cpu.py, jaxloss/_cpu_kernel.cc).
+"""The row kernels behind ``entropy_from_logits`` and ``entropy``, against float64 and the XLA path, and the one
+selector that chooses between them: the Pallas kernel (jaxloss/_kernels/pallas.py) and the C++ CPU kernel
+(jaxloss/_kernels/cpu.py, cpu_kernel.cc; every compiled ISA variant is tested in test_cpu_variants.py).
 
-The ``entropy_kernel`` fixture runs each test on every path: ``xla``; ``auto``, the platform's native kernel (the
-C++ kernel on CPU, the Pallas kernel on a CUDA GPU); and ``pallas``, the Pallas kernel natively on a CUDA GPU and
-through Pallas' interpreter elsewhere. The accuracy, derivative and Hessian tests of ``entropy_from_logits`` in
-test_accuracy.py, test_gradients.py and test_hessian.py run on all three too.
+The ``entropy_kernel`` fixture runs each test on every path: ``xla``; ``cpu``, the C++ kernel; and ``pallas``, the
+Pallas kernel natively on a CUDA GPU and through Pallas' interpreter elsewhere. The accuracy, derivative and
+Hessian tests of ``entropy_from_logits`` in test_accuracy.py, test_gradients.py and test_hessian.py run on all
+three too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 
 import jaxloss
-from jaxloss import _cpu, _pallas
+from jaxloss import _kernels
+from jaxloss._kernels import cpu, pallas
 
 try:  # the repository root on sys.path (python -m pytest, or tests/ as a package)
     from tests import ulp
@@ -30,7 +32,7 @@ EPS = np.finfo(F32).eps
 TOL = ulp.ENTROPY_FROM_LOGITS_ULP * EPS
 # Row widths: one class, odd widths padded to a power of two, exactly one chunk, and wide rows read in several
 # chunks (the last one partial).
-WIDTHS = (1, 2, 3, 255, 256, 300, _pallas._CHUNK, _pallas._CHUNK + 1, 3 * _pallas._CHUNK - 5)
+WIDTHS = (1, 2, 3, 255, 256, 300, pallas._CHUNK, pallas._CHUNK + 1, 3 * pallas._CHUNK - 5)
 
 
 def reference(logits):
@@ -44,6 +46,18 @@ def reference(logits):
     top = lg == m
     s1 = np.where(top, 0.0, e).sum(axis=-1) + (top.sum(axis=-1) - 1)
     return np.log1p(s1) + (e * u).sum(axis=-1) / (1 + s1)
+
+
+def reference_gradient(logits):
+    """Float64 dH/dl_i = p_i (u_i - E_p[u]) per row (u = max - l), 0 for classes at -inf."""
+    lg = np.asarray(logits, np.float64)
+    m = lg.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(lg - m)
+    z = e.sum(axis=-1, keepdims=True)
+    p = e / z
+    u = np.where(e > 0, m - lg, 0.0)
+    return p * (u - (p * u).sum(axis=-1, keepdims=True))
 
 
 def logits_for(shape, dtype, seed):
@@ -67,19 +81,29 @@ def test_value_and_gradient_match_float64(width, dtype, entropy_kernel):
     error = ulp.max_ulp(h_rows, ref, F32, mask=ref > ulp.flush_threshold(width))
     assert error.error <= ulp.ENTROPY_FROM_LOGITS_ULP, f"{entropy_kernel}, width {width}: {error}"
     np.testing.assert_allclose(h, ref.sum(), rtol=TOL + (rows - 1) * EPS)  # each row, then the float32 sum
-    assert np.isfinite(np.asarray(g, F32)).all()
+    # The gradient entry by entry, within 16 eps of the error scale max(|g|, H) of its row, as in
+    # test_gradients.py; it comes back in the logits' dtype: half an ulp of that more, and entries below that
+    # dtype's smallest normal number may be flushed to 0.
+    g_ref = reference_gradient(logits.astype(np.float64))
+    scale = np.maximum(np.abs(g_ref).max(axis=-1, keepdims=True), ref[:, None])
+    out = np.finfo(dtype)
+    bound = 16 * EPS * scale + float(out.eps) / 2 * np.abs(g_ref) + float(out.tiny)
+    error = np.abs(np.asarray(g, np.float64) - g_ref)
+    assert (error <= bound).all(), (
+        f"{entropy_kernel}, width {width}: gradient off by {(error / scale).max():.3g} x scale"
+    )
 
 
-@pytest.mark.parametrize("width", [300, 3 * _pallas._CHUNK - 5])
+@pytest.mark.parametrize("width", [300, 3 * pallas._CHUNK - 5])
 def test_kernel_agrees_with_the_xla_path(width):
     logits = jnp.asarray(logits_for((5, width), F32, seed=1))
-    f = lambda lg: jaxloss.entropy_from_logits(lg).sum()  # noqa: E731
     out = {}
-    for how in ("xla", "pallas", "auto"):  # auto: the C++ kernel on CPU
-        with _pallas.forced(how):
-            out[how] = (jaxloss.entropy_from_logits(logits), jax.grad(f)(logits), jax.jacfwd(f)(logits[:2, :40]))
+    for how in ("xla", "pallas", "cpu"):
+        f = lambda lg, how=how: jaxloss.entropy_from_logits(lg, implementation=how).sum()  # noqa: E731
+        h = jaxloss.entropy_from_logits(logits, implementation=how)
+        out[how] = (h, jax.grad(f)(logits), jax.jacfwd(f)(logits[:2, :40]))
     h_x, g_x, j_x = out["xla"]
-    for how in ("pallas", "auto"):
+    for how in ("pallas", "cpu"):
         h_k, g_k, j_k = out[how]
         np.testing.assert_allclose(h_k, h_x, rtol=2 * TOL, atol=0)  # each path within TOL of the exact value
         # Gradients: each path within 16 eps of the error scale max(|g|, H) (tests/test_gradients.py), so twice
@@ -89,7 +113,7 @@ def test_kernel_agrees_with_the_xla_path(width):
             np.testing.assert_allclose(b, a, rtol=0, atol=2 * 16 * EPS * scale, err_msg=how)
 
 
-@pytest.mark.parametrize("width", [5, 300, 4096, 3 * _pallas._CHUNK - 5])
+@pytest.mark.parametrize("width", [5, 300, 4096, 3 * pallas._CHUNK - 5])
 def test_special_rows(width, entropy_kernel):
     rows = np.zeros((6, width), F32)
     rows[0, -1] = np.nan  # NaN last: XLA:CPU's max reduction returned -inf for such a row (>= 4096 entries)
@@ -121,58 +145,87 @@ def test_batched_shapes_and_where_mask(entropy_kernel):
 
 
 def test_launch_shapes_are_powers_of_two_and_cover_the_row():
-    for rows, cols in [(1, 1), (7, 3), (2**20, 256), (8192, 32768), (3, 3 * _pallas._CHUNK - 5), (1000, 50257)]:
-        per_program, chunk, chunks, warps = _pallas.launch_shape(rows, cols)
+    for rows, cols in [(1, 1), (7, 3), (2**20, 256), (8192, 32768), (3, 3 * pallas._CHUNK - 5), (1000, 50257)]:
+        per_program, chunk, chunks, warps = pallas.launch_shape(rows, cols)
         for v in (per_program, chunk, warps):
             assert v & (v - 1) == 0, (rows, cols, per_program, chunk, warps)
         assert chunk * chunks >= cols > chunk * (chunks - 1)
-        assert per_program * chunk <= max(_pallas._BLOCK_ELEMENTS, chunk)
+        assert per_program * chunk <= max(pallas._BLOCK_ELEMENTS, chunk)
 
 
-def test_offered_only_where_the_kernel_applies(monkeypatch):
-    monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", "pallas")
-    assert _pallas.offered((4, 256), jnp.float32, 1)
-    assert _pallas.offered((4, 256), jnp.bfloat16, 1)
-    assert not _pallas.offered((4, 256), jnp.float64, 1)  # float64 stays on XLA
-    assert not _pallas.offered((4, 256), jnp.float32, 0)  # the class axis must be the last one
-    assert not _pallas.offered((0, 256), jnp.float32, 1)
-    monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", "xla")
-    assert not _pallas.offered((4, 256), jnp.float32, 1)
-    monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", "fast")
-    with pytest.raises(ValueError, match="JAXLOSS_ENTROPY_KERNEL must be one of auto, xla, pallas; got 'fast'"):
-        _pallas.offered((4, 256), jnp.float32, 1)
+def test_the_selector_names_what_is_available_and_why_not():
+    choose, why = _kernels.choose, _kernels.why_unavailable
+    assert choose("entropy_from_logits", "xla", (4, 256), jnp.float32, 1) == "xla"
+    assert choose("entropy_from_logits", "pallas", (4, 256), jnp.bfloat16, 1) == "pallas"  # interpreted on CPU
+    assert "float64" in why("entropy_from_logits", "pallas", (4, 256), jnp.float64, 1)
+    assert "last axis" in why("entropy_from_logits", "pallas", (4, 256), jnp.float32, 0)
+    assert "empty" in why("entropy_from_logits", "pallas", (0, 256), jnp.float32, 1)
+    assert "no 'pallas' kernel" in why("entropy", "pallas", (4, 256), jnp.float32, 1)
+    # A named path that cannot run raises, naming the reason and what is available; None falls back silently.
+    with pytest.raises(
+        ValueError,
+        match=r"implementation='cpu' is not available for this call: the kernel reduces "
+        r"the last axis; got axis 0 of 2\. Available here: 'xla'; pass implementation=None",
+    ):
+        jaxloss.entropy_from_logits(jnp.ones((2, 3)), axis=0, implementation="cpu")
+    with pytest.raises(
+        ValueError,
+        match=r"implementation must be None \(the best available\) or one of 'xla', 'cpu'; "
+        r"got 'pallas'",
+    ):
+        jaxloss.entropy(jnp.ones(3), implementation="pallas")
+    with pytest.raises(ValueError, match="got 'fast'"):
+        jaxloss.entropy_from_logits(jnp.ones(3), implementation="fast")
+
+
+def test_the_environment_sets_a_preference_read_once(monkeypatch):
+    monkeypatch.setenv(_kernels.ENV, "XLA")
+    assert _kernels._read_env() == "xla"
+    monkeypatch.setenv(_kernels.ENV, "fast")
+    with pytest.raises(ValueError, match=r"JAXLOSS_IMPLEMENTATION must be one of xla, cpu, pallas .* got 'fast'"):
+        _kernels._read_env()
+    # A preference the input cannot take falls back to the best available (float64: XLA), never raises.
+    assert _kernels.choose("entropy", _kernels.Prefer("cpu"), (4, 3), jnp.float64, 1) == "xla"
+
+
+def test_switching_paths_needs_no_cache_clearing():
+    """The path is a static argument: one process, the same input, each path in turn and back, each traced once."""
+    x = jnp.asarray(logits_for((3, 300), F32, seed=5))
+    seen = {how: jaxloss.entropy_from_logits(x, implementation=how) for how in ("xla", "cpu", "pallas", "xla")}
+    for how in ("cpu", "pallas"):
+        with _kernels.preferring(how):
+            np.testing.assert_allclose(jaxloss.entropy_from_logits(x), seen[how], rtol=0, atol=0)
+    cache = jaxloss.entropy_from_logits.jitted._cache_size()
+    jaxloss.entropy_from_logits(x, implementation="cpu")
+    assert jaxloss.entropy_from_logits.jitted._cache_size() == cache  # reused, not retraced
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the program a CPU-only machine compiles")
-def test_on_cpu_the_cpu_kernel_is_built_and_compiled_in(monkeypatch):
-    """The C++ kernel builds here (CI has a compiler: a failed build is a failure, not a silent fallback), and a
-    CPU program's value and gradient call it, with no Pallas kernel traced."""
-    monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
-    assert _cpu.status() == "available"
+def test_on_cpu_the_cpu_kernel_is_built_and_compiled_in():
+    """The C++ kernel was built with the package here (CI has a compiler: a missing build is a failure, not a
+    silent fallback), and a CPU program's value and gradient call it, with no Pallas kernel traced."""
+    assert cpu.available(), cpu.status()
+    best = cpu.best()
     f = jax.value_and_grad(lambda lg: jaxloss.entropy_from_logits.__wrapped__(lg).sum())
     x = jnp.ones((4, 256), F32)
     assert "pallas_call" not in str(jax.make_jaxpr(f)(x))
     hlo = jax.jit(f).lower(x).compile().as_text()
-    assert 'custom_call_target="jaxloss_entropy_logits_grad"' in hlo
+    assert f'custom_call_target="jaxloss_entropy_logits_grad_{best}"' in hlo
     forward = jax.jit(jaxloss.entropy_from_logits.__wrapped__).lower(x).compile().as_text()
-    assert 'custom_call_target="jaxloss_entropy_logits"' in forward
+    assert f'custom_call_target="jaxloss_entropy_logits_{best}"' in forward
 
 
 @pytest.mark.skipif(
     jax.default_backend() != "cpu" or jax.device_count() != 1,
-    reason="the CPU kernel is offered only where the CPU, with one device, is the default backend",
+    reason="the CPU kernel is the default only where the CPU, with one device, is the default backend",
 )
-def test_cpu_kernel_offered_only_where_it_applies(monkeypatch):
-    monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
-    assert _cpu.status() == "available"
-    assert _cpu.offered((4, 256), jnp.float32, 1)
-    assert _cpu.offered((2, 3, 5), jnp.float16, 2)
-    assert not _cpu.offered((4, 256), jnp.float64, 1)  # float64 stays on XLA
-    assert not _cpu.offered((4, 256), jnp.float32, 0)  # the class axis must be the last one
-    assert not _cpu.offered((0, 256), jnp.float32, 1)
-    for other in ("xla", "pallas"):
-        monkeypatch.setenv("JAXLOSS_ENTROPY_KERNEL", other)
-        assert not _cpu.offered((4, 256), jnp.float32, 1)
+def test_on_cpu_the_best_path_is_the_cpu_kernel_where_it_applies():
+    assert cpu.available(), cpu.status()
+    assert _kernels.choose("entropy_from_logits", None, (4, 256), jnp.float32, 1) == "cpu"
+    assert _kernels.choose("entropy", None, (2, 3, 5), jnp.float16, 2) == "cpu"
+    assert _kernels.choose("entropy", None, (4, 256), jnp.float64, 1) == "xla"  # float64 stays on XLA
+    assert _kernels.choose("entropy", None, (4, 256), jnp.float32, 0) == "xla"  # the class axis must be the last
+    assert _kernels.choose("entropy", None, (0, 256), jnp.float32, 1) == "xla"
 
 
 # ----------------------------------------------------------------------------- entropy of probabilities (CPU kernel)
@@ -227,10 +280,10 @@ def test_entropy_of_probabilities_limits(entropy_path):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the program a CPU-only machine compiles")
-def test_on_cpu_entropy_of_probabilities_calls_the_kernel(monkeypatch):
-    monkeypatch.delenv("JAXLOSS_ENTROPY_KERNEL", raising=False)
+def test_on_cpu_entropy_of_probabilities_calls_the_kernel():
     x = jnp.full((4, 256), 1 / 256, F32)
+    best = cpu.best()
     hlo = jax.jit(jaxloss.entropy.__wrapped__).lower(x).compile().as_text()
-    assert 'custom_call_target="jaxloss_entropy"' in hlo
+    assert f'custom_call_target="jaxloss_entropy_{best}"' in hlo
     f = jax.value_and_grad(lambda q: jaxloss.entropy.__wrapped__(q).sum())
-    assert 'custom_call_target="jaxloss_entropy_grad"' in jax.jit(f).lower(x).compile().as_text()
+    assert f'custom_call_target="jaxloss_entropy_grad_{best}"' in jax.jit(f).lower(x).compile().as_text()

@@ -1,4 +1,7 @@
-"""Every Python example in README.md runs as written, each in a fresh interpreter.
+"""Every Python example in README.md runs as written, each in a fresh interpreter, and prints what the README says.
+
+Printed output is checked two ways, as the README shows it: a ``print(...)  # expected`` line must print exactly the
+comment (whitespace aside), and a block followed by "prints" and a plain code block must print exactly that text.
 
 Blocks that read the files the README's `eval` example writes under /tmp are run after that bash block
 makes them (at a reduced size: the same script with a smaller n), so they run as written too.
@@ -18,6 +21,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"^```(python|bash)\n(.*?)^```", README, re.S | re.M)
 PYTHON = [code for lang, code in BLOCKS if lang == "python" and ">>>" not in code]
+# A python block followed by "prints" and a plain block: that block is its whole expected output.
+PRINTS = dict(re.findall(r"^```python\n(.*?)^```\n\nprints\n\n```\n(.*?)^```", README, re.S | re.M))
+# `print(...)  # expected` (the comment is the expected output; a comment starting with "(" after a tuple print too)
+ANNOTATED = re.compile(r"^(\s*)(print\(.*\))\s+#\s?(.*)$")
+MARK = "\x1fREADME-EXPECT"
 TIMEOUT_S = 240
 
 
@@ -40,12 +48,44 @@ def test_readme_has_examples():
     assert len(PYTHON) >= 5
 
 
+def _instrumented(code: str) -> tuple[str, list[str]]:
+    """``code`` with each annotated print bracketed by marker lines, and the expected outputs in order."""
+    lines, expected = [], []
+    for line in code.splitlines():
+        match = ANNOTATED.match(line)
+        if match:
+            indent, call, comment = match.groups()
+            expected.append(comment)
+            line = f"{indent}print({MARK!r}, flush=True); {call}; print({MARK!r}, flush=True)"
+        lines.append(line)
+    return "\n".join(lines) + "\n", expected
+
+
+def _normalized(text: str) -> str:
+    return "\n".join(" ".join(line.split()) for line in text.strip().splitlines())
+
+
+def _annotated_outputs(stdout: str) -> list[str]:
+    parts = stdout.split(MARK + "\n")
+    return [_normalized(parts[i]) for i in range(1, len(parts), 2)]
+
+
+def test_the_output_checks_catch_a_wrong_comment():
+    code, expected = _instrumented("x = 2\nprint(x + 1)  # 4\nprint('a', 1)  # a 1\n")
+    stdout = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert expected == ["4", "a 1"]
+    assert _annotated_outputs(stdout) == ["3", "a 1"]  # 3 != 4: test_readme_python_block_runs would fail
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON)))
 def test_readme_python_block_runs(index, eval_files, tmp_path):
-    code = PYTHON[index]
+    code, expected = _instrumented(PYTHON[index])
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = str(ROOT)
-    _run([sys.executable, "-c", code], tmp_path, env)
+    stdout = _run([sys.executable, "-c", code], tmp_path, env).stdout
+    assert _annotated_outputs(stdout) == [_normalized(e) for e in expected]
+    if PYTHON[index] in PRINTS:
+        assert _normalized(stdout.replace(MARK + "\n", "")) == _normalized(PRINTS[PYTHON[index]])
 
 
 def test_readme_quickstart_doctest():

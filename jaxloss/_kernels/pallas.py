@@ -1,7 +1,7 @@
 """The GPU row kernel behind ``entropy_from_logits``: one pass over each row, in Pallas (Triton backend).
 
 ``row_stats(x2d)`` returns, for every row of a 2-D array of logits (float32, bfloat16 or float16), the three
-numbers the entropy and its gradient are made of, exactly as :func:`jaxloss._math._softmax_parts` defines them:
+numbers the entropy and its gradient are made of, exactly as :func:`.rows.softmax_parts` defines them:
 
 * ``m``  - the row maximum (NaN when the row holds a NaN, whatever the other entries),
 * ``s1`` - sum(e) - 1 with e = exp(l - m), the top class(es) counted exactly,
@@ -10,39 +10,31 @@ numbers the entropy and its gradient are made of, exactly as :func:`jaxloss._mat
 The kernel reads each row from memory once (rows of up to ``_CHUNK`` classes are kept in registers; wider rows
 are read twice, a first pass for the maximum and a second for the sums, chunk by chunk), widens 16-bit inputs
 in registers, and runs the same exact arithmetic as the XLA path (TwoSum shift, top class left out of the
-normaliser). Only values come from it: the entropy's derivative rules use its sums, and where they are differentiated
-again (second derivatives) the XLA formulation is differentiated instead (jaxloss._math._value_and_grad_kernel).
+normaliser). Only values come from it: where the entropy is differentiated again (second derivatives) the XLA
+formulation is differentiated instead (see ``jaxloss._kernels``).
 
-Selection is automatic and static. :func:`offered` says, at trace time, whether the kernel may be used: a CUDA
-backend is present, Pallas' Triton backend imports, one device only (a ``pallas_call`` is opaque to XLA's
-sharding propagation, which would gather a sharded input onto every device; with several devices the XLA path,
-which partitions, is kept), and the environment variable ``JAXLOSS_ENTROPY_KERNEL`` is not ``xla``. The choice
-between kernel and XLA is then made per lowering platform by ``jax.lax.platform_dependent``: CPU, TPU and ROCm
-always lower the XLA branch. ``JAXLOSS_ENTROPY_KERNEL=pallas`` offers the kernel everywhere (tests): CUDA runs it
-natively, every other platform through Pallas' interpreter.
+Which path runs is decided in ``jaxloss._kernels`` (``implementation=``), not here. The call is lowered per platform
+(``jax.lax.platform_dependent``): CUDA runs the kernel natively; on a machine without CUDA (where ``"pallas"`` was
+asked for explicitly, e.g. by the tests) the other platforms run it through Pallas' interpreter, and on a machine
+with CUDA they lower the XLA formulation.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 
-from . import _math
+from . import backend, rows, twofloat
 
 __all__: list[str] = []
 
-_ENV = "JAXLOSS_ENTROPY_KERNEL"
-_MODES = ("auto", "xla", "pallas")
-
 # Launch shape: _CHUNK classes per load; rows per program so that a block holds about _BLOCK_ELEMENTS values.
-# A power of two each, as Triton requires. Chosen on an H200 (`python -m benchmarks.tune_entropy`, benchmarks/NOTES.md
-# "GPU"): at 2^20 x 256 blocks of 4096 with 4 warps were fastest, one block per program (a persistent grid with
-# Triton's software pipelining was no faster and was removed; its code is in commit fc1d0ab); for 8192 x 32768
-# chunks of 4096, 8 warps, 2 stages.
+# A power of two each, as Triton requires. Chosen on an H200 (`python -m benchmarks.probes.tune_entropy`,
+# benchmarks/NOTES.md "GPU"): at 2^20 x 256 blocks of 4096 with 4 warps were fastest, one block per program (a
+# persistent grid with Triton's software pipelining was no faster and was removed; its code is in commit fc1d0ab);
+# for 8192 x 32768 chunks of 4096, 8 warps, 2 stages.
 _CHUNK = 4096
 _BLOCK_ELEMENTS = 4096
 _NUM_WARPS = 4
@@ -63,55 +55,9 @@ except Exception:  # pragma: no cover - depends on the jax build
     pl = plgpu = None
 
 
-def mode() -> str:
-    """``JAXLOSS_ENTROPY_KERNEL``: ``auto`` (default), ``xla`` (never the kernel) or ``pallas`` (always offered)."""
-    value = os.environ.get(_ENV, "auto").strip().lower() or "auto"
-    if value not in _MODES:
-        raise ValueError(f"jaxloss: {_ENV} must be one of {', '.join(_MODES)}; got {value!r}. Unset it for 'auto'.")
-    return value
-
-
-@contextlib.contextmanager
-def forced(value: str):
-    """Set ``JAXLOSS_ENTROPY_KERNEL`` for a block and clear JAX's caches on entry and exit (tests, benchmarks).
-
-    The setting is read at trace time, so functions traced under another setting must be traced again.
-    """
-    if value not in _MODES:
-        raise ValueError(f"forced: expected one of {_MODES}; got {value!r}")
-    old = os.environ.get(_ENV)
-    os.environ[_ENV] = value
-    jax.clear_caches()
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(_ENV, None)
-        else:
-            os.environ[_ENV] = old
-        jax.clear_caches()
-
-
-@functools.cache
-def _cuda_present() -> bool:
-    try:
-        return len(jax.devices("cuda")) > 0
-    except RuntimeError:
-        return False
-
-
-def offered(shape, dtype, axis: int) -> bool:
-    """Whether the kernel may be used for logits of this shape and dtype reduced over ``axis`` (static)."""
-    how = mode()
-    if how == "xla" or pl is None:
-        return False
-    if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-        return False
-    if axis != len(shape) - 1 or shape[-1] < 1 or any(d < 1 for d in shape):
-        return False  # the class axis must be the contiguous one; empty arrays take the XLA path
-    if how == "pallas":
-        return True
-    return _cuda_present() and jax.device_count() == 1
+def importable() -> bool:
+    """Whether Pallas and its Triton backend imported (an older or trimmed jax may lack them)."""
+    return pl is not None
 
 
 def _pow2_at_least(n: int) -> int:
@@ -170,12 +116,12 @@ def _kernel(x_ref, m_ref, s1_ref, t_ref, *, n_rows, n_cols, rows, chunk, chunks,
     m_raw = jnp.max(top, axis=1, keepdims=True)
     m = jnp.where(m_raw == -jnp.inf, 0.0, m_raw)  # a row with every class out: shift by 0 (result overwritten)
 
-    # Pass 2: the sums of jaxloss._math._row_sums. The top classes are those equal to the maximum: d = 0 there,
+    # Pass 2: the sums of rows.row_sums. The top classes are those equal to the maximum: d = 0 there,
     # also for classes at +inf (where l - max would be inf - inf); every other class at a +inf maximum gets
     # d = -inf, e = 0. A class that is out (e = 0) gets u = 1, so that e u = 0, never 0 * inf.
     def terms(x):
         is_top = x == m_raw
-        d_hi, d_lo = _math._two_diff(x, m)
+        d_hi, d_lo = twofloat.two_diff(x, m)
         d_hi = jnp.where(is_top, 0.0, d_hi)
         e = jnp.exp(d_hi)
         e = e + e * d_lo
@@ -233,15 +179,15 @@ def _pallas_stats(x2d, *, interpret: bool):
 
 
 def _xla_stats(x2d):
-    return _math.softmax_row_stats(x2d.astype(jnp.float32))
+    return rows.softmax_row_stats(x2d.astype(jnp.float32))
 
 
 def row_stats(x2d):
-    """(m, s1, t), each ``[rows, 1]`` float32: the kernel on CUDA, else the XLA formulation (or, when forced, the
-    interpreted kernel). Values only: nothing differentiates it (see jaxloss._math._value_and_grad_kernel)."""
+    """(m, s1, t), each ``[rows, 1]`` float32: the kernel on CUDA; on other platforms the XLA formulation where
+    CUDA is present, else the interpreted kernel. Values only: nothing differentiates it."""
     interpreted = functools.partial(_pallas_stats, interpret=True)
     return jax.lax.platform_dependent(
         x2d,
         cuda=functools.partial(_pallas_stats, interpret=False),
-        default=interpreted if mode() == "pallas" else _xla_stats,
+        default=_xla_stats if backend.cuda_present() else interpreted,
     )

@@ -1,4 +1,5 @@
-"""Private elementwise and row kernels with closed-form derivatives.
+"""Elementwise kernels with closed-form derivatives: log1p, the sigmoid family, BCE from logits, x log x and the
+binary entropies.
 
 Each kernel is a ``jax.custom_jvp`` whose tangent rule is written in a
 cancellation-free closed form (reusing the primal work where it can). The rules
@@ -23,12 +24,12 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from . import _checks
+from . import backend
 
 __all__: list[str] = []
 
 
-def _linear(out, *terms):
+def linear(out, *terms):
     """sum(coefficient * tangent) over the (coefficient, tangent) pairs whose tangent is not a symbolic zero.
 
     Rules with several inputs use symbolic zeros: an input that is not differentiated
@@ -107,9 +108,7 @@ def log1p(x):
     into x and drop the correction.
     """
     if x.dtype == jnp.float32:
-        from . import _pallas
-
-        if _pallas._cuda_present():  # where CUDA is present, lowered per platform: CUDA takes _log1p_f32_cuda
+        if backend.cuda_present():  # where CUDA is present, lowered per platform: CUDA takes _log1p_f32_cuda
             return jax.lax.platform_dependent(x, cuda=lambda v: _log1p_f32_cuda(v), default=_log1p_f32)
         return _log1p_f32(x)
     xla = ((x > -0.25) & (x < 0.4)) | (x < -0.5)
@@ -245,7 +244,7 @@ def _bce_jvp(primals, tangents):
     (z, y), (dz, dy) = primals, tangents
     out = bce(z, y)
     # dL/dy = softplus(-z) - softplus(z) = -z exactly.
-    return out, _linear(out, (bce_grad(z, y), dz), (-z, dy))
+    return out, linear(out, (bce_grad(z, y), dz), (-z, dy))
 
 
 @functools.partial(bce_grad.defjvp, symbolic_zeros=True)
@@ -253,7 +252,7 @@ def _bce_grad_jvp(primals, tangents):
     (z, y), (dz, dy) = primals, tangents
     out = bce_grad(z, y)
     # d2L/dz2 = ((1 - y) + y) sigmoid(z) sigmoid(-z) = dsigmoid(z); d2L/dz dy = -(sigmoid(z) + sigmoid(-z)) = -1.
-    return out, _linear(out, (dsigmoid(z), dz), (-1, dy))
+    return out, linear(out, (dsigmoid(z), dz), (-1, dy))
 
 
 @jax.custom_jvp
@@ -275,7 +274,7 @@ def _bce_weighted_jvp(primals, tangents):
     sp_neg = softplus(-z)
     d_y = times(p, sp_neg) - softplus(z)  # p softplus(-z) - softplus(z)
     d_p = times(y, sp_neg)  # y softplus(-z)
-    return out, _linear(out, (bce_weighted_grad(z, y, p), dz), (d_y, dy), (d_p, dp))
+    return out, linear(out, (bce_weighted_grad(z, y, p), dz), (d_y, dy), (d_p, dp))
 
 
 @functools.partial(bce_weighted_grad.defjvp, symbolic_zeros=True)
@@ -287,7 +286,7 @@ def _bce_weighted_grad_jvp(primals, tangents):
     d_y = -(s_pos + p * s_neg)
     d_p = -y * s_neg
     out = bce_weighted_grad(z, y, p)
-    return out, _linear(out, (d_z, dz), (d_y, dy), (d_p, dp))
+    return out, linear(out, (d_z, dz), (d_y, dy), (d_p, dp))
 
 
 # --------------------------------------------------------------------------- entropy terms
@@ -366,253 +365,3 @@ def _binary_entropy_logits_jvp(primals, tangents):
     # h'(x) = -x sigmoid(x) sigmoid(-x); 0 at +-inf.
     s = dsigmoid(x)
     return binary_entropy_logits(x), -times(s, x) * dx
-
-
-# --------------------------------------------------------------------------- entropy from logits (one row axis)
-
-
-def _two_diff(a, b):
-    """(hi, lo) with hi = fl(a - b) and hi + lo = a - b exactly (Knuth's TwoSum).
-
-    lo = 0 where TwoSum's own steps overflow: where hi is infinite, and where |hi| + |a| passes the float range
-    (e.g. a = 1.2e38, b = 3.4e38 in float32). There |hi| > 1e38 and lo is far below anything that reaches a result.
-    """
-    hi = a - b
-    bb = hi - a
-    lo = (a - (hi - bb)) + (-b - bb)
-    return hi, jnp.where(jnp.isfinite(lo), lo, 0)
-
-
-def _shifted(logits, m_raw):
-    """(e, u, none) for logits and their row maximum ``m_raw`` (kept as a size-1 axis).
-
-    d = l - max is kept exactly as hi + lo; e = exp(d) >= 0; u = -d >= 0 (1 for a class that is out, where
-    e = 0); none = the row has no class in. Elementwise given ``m_raw``: the GPU kernel's gradient uses it
-    with the kernel's row maximum.
-    """
-    none = m_raw == -jnp.inf  # every class out (or an empty axis)
-    top_inf = m_raw == jnp.inf
-    # Limits: classes at +inf share all the probability; an all-out row is replaced by a safe row
-    # (its result is overwritten) so that no inf - inf reaches a value or a derivative.
-    # (A NaN is kept in a row taken for all-out: XLA:CPU's max reduction can miss it, see _row_sums.)
-    out = jnp.where(none, jnp.where(logits == -jnp.inf, 0, logits), logits)
-    # (l - inf: -inf for the other classes, NaN kept: XLA's max can skip a NaN beside a +inf.)
-    logits = jnp.where(top_inf, jnp.where(logits == jnp.inf, 0, logits - jnp.inf), out)
-    m = jnp.where(top_inf | none, 0, m_raw)
-    d_hi, d_lo = _two_diff(logits, m)
-    e = jnp.exp(d_hi)
-    e = e + e * d_lo  # exp(hi + lo) to first order; lo is below half an ulp of hi
-    # u = -d is 0 exactly at the top classes and nowhere else, so sign(u) marks the others. A class that is
-    # out (e = 0, -d = inf) gets u = 1: e u = 0 (never 0 * inf) and it is not a top class. (A subnormal d
-    # flushed to 0 makes its class "top": it then counts 1 instead of e = exp(d), which is 1 in any case.)
-    u = jnp.where(e == 0, 1, -d_hi - d_lo)
-    return e, u, none
-
-
-def _row_sums(e, u, none, axis):
-    """(s1, t, none): s1 = sum(e) - 1 (the top term left out), t = sum(e u), both 0 for rows with no class in.
-
-    ``none`` comes back corrected: XLA:CPU's max reduction (YNNPACK, jax 0.10) skips a NaN, and returns -inf
-    for a row of >= 4096 entries whose last entry is NaN, so such a row arrives as "all out". Its NaN was kept
-    by :func:`_shifted` and reaches the count of non-top classes, which is exactly 0 in a row that really is
-    all out (every entry then shifted to 0, u = -0.0).
-    """
-    not_top = jnp.sign(u)
-    # s1 = (sum of e over the other classes) + (number of top classes - 1), the count exact as an integer.
-    # Everything reduced is a product of the two arrays e and u: XLA keeps them in one reduction kernel.
-    n = jnp.asarray(e.shape[axis] - 1, e.dtype)
-    count = jnp.sum(not_top, axis=axis, keepdims=True)
-    s1 = jnp.sum(e * not_top, axis=axis, keepdims=True) + (n - count)
-    t = jnp.sum(e * u, axis=axis, keepdims=True)
-    none = none & (count == 0)
-    # Rows with every class out are overwritten by the caller anyway; these selects keep the row arithmetic
-    # that follows out of XLA:CPU's reduction kernels, where it can run far slower (benchmarks/NOTES.md,
-    # fact 4; at 4096 x 256 the difference measured within noise).
-    return jnp.where(none, 0, s1), jnp.where(none, 0, t), none
-
-
-def _softmax_parts(logits, axis):
-    """Per-row pieces of softmax entropy, all cancellation-free.
-
-    Returns (e, u, s1, t, none) (see :func:`_shifted` and :func:`_row_sums`): log(sum e) = log1p(s1) keeps
-    every digit when the other terms are tiny.
-    """
-    m_raw = jnp.max(logits, axis=axis, keepdims=True, initial=-jnp.inf)
-    e, u, none = _shifted(logits, m_raw)
-    s1, t, none = _row_sums(e, u, none, axis)
-    return e, u, s1, t, none
-
-
-def softmax_row_stats(x2d):
-    """(row max, s1, t) over the last axis of a float array, each kept as a size-1 axis: what the GPU kernel
-    (:mod:`jaxloss._pallas`) computes, in XLA."""
-    m_raw = jnp.max(x2d, axis=-1, keepdims=True, initial=-jnp.inf)
-    e, u, none = _shifted(x2d, m_raw)
-    s1, t, _ = _row_sums(e, u, none, -1)
-    return jnp.where(jnp.isnan(s1) | jnp.isnan(t), jnp.nan, m_raw), s1, t  # a row with a NaN: m = NaN
-
-
-def _kernel_stats(logits):
-    """(row max, s1, t) from the row kernel over the last axis, shaped like logits with that axis of size 1."""
-    from . import _pallas
-
-    keep = (*logits.shape[:-1], 1)
-    m_raw, s1, t = _pallas.row_stats(logits.reshape(-1, logits.shape[-1]))
-    return m_raw.reshape(keep), s1.reshape(keep), t.reshape(keep)
-
-
-def _use_kernel(logits, axis) -> bool:
-    from . import _pallas
-
-    return _pallas.offered(logits.shape, logits.dtype, axis)
-
-
-def _use_cpu_kernel(logits, axis) -> bool:
-    from . import _cpu
-
-    return _cpu.offered(logits.shape, logits.dtype, axis)
-
-
-def _entropy_from_sums(s1, t, none):
-    """H = log1p(s1) + t / (1 + s1) from a row's sums (both terms >= 0); 0 for a row with no class in."""
-    return jnp.where(none, 0, log1p(s1) + t / (1 + s1))
-
-
-def _entropy_xla(x, axis):
-    """H over ``axis`` (kept as size 1) on the XLA path; ``x`` float32 or float64."""
-    _, _, s1, t, none = _softmax_parts(x, axis)
-    return _entropy_from_sums(s1, t, none)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def entropy_logits(logits, axis):
-    """H(softmax(logits)) over ``axis`` (kept as size 1): log1p(s1) + t / (1 + s1), both terms >= 0.
-
-    16-bit logits are widened to float32 here (inside the GPU or CPU kernel when one is used, so they are read
-    from memory at their own width); the result is float32 for 16- and 32-bit logits.
-    """
-    dtype = _checks.compute_dtype(logits)
-    if _use_kernel(logits, axis):
-        m_raw, s1, t = _kernel_stats(logits)
-        return _entropy_from_sums(s1, t, m_raw == -jnp.inf)
-    if _use_cpu_kernel(logits, axis):
-        from . import _cpu
-
-        xla = lambda x: _entropy_xla(x.astype(dtype), axis)[..., 0]  # noqa: E731
-        return _cpu.value("entropy_from_logits", logits, xla)[..., None]
-    return _entropy_xla(logits.astype(dtype), axis)
-
-
-def _value_and_grad_xla(x, axis):
-    """(H, dH/dl) of float32/float64 logits on the XLA path; the closed form of the gradient is explained below."""
-    e, u, s1, t, none = _softmax_parts(x, axis)
-    return _value_and_grad_from(e, u, s1, t, none)
-
-
-def _value_and_grad_from(e, u, s1, t, none):
-    z = 1 + s1
-    h = _entropy_from_sums(s1, t, none)
-    # dH/dl_i = -p_i (log p_i + H) = p_i (u_i - mean_p(u)), with p_i = e_i / z and mean_p(u) = t / z;
-    # a class that is out (p_i = 0, u_i = inf) gets exactly 0.
-    grad = jnp.where(none, 0, (e / z) * (u - t / z))
-    return h, grad
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _value_and_grad_kernel(logits, axis):
-    """(H, dH/dl) with the row sums from the GPU kernel; e and u again elementwise, which XLA fuses into the
-    gradient's one pass. Differentiated (second derivatives) as the XLA path, values included, so that
-    Hessians are the XLA path's to the bit: kernel sums mixed with XLA's terms did not cancel as consistently
-    (a Hessian-vector product of a peaked row was off by 75 times its error bound)."""
-    m_raw, s1, t = _kernel_stats(logits)
-    e, u, none = _shifted(logits.astype(_checks.compute_dtype(logits)), m_raw)
-    return _value_and_grad_from(e, u, s1, t, none)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _value_and_grad_cpu(logits, axis):
-    """(H, dH/dl) from the CPU kernel (the XLA path where not lowered for CPU); differentiated as the XLA path,
-    like :func:`_value_and_grad_kernel`."""
-    from . import _cpu
-
-    dtype = _checks.compute_dtype(logits)
-
-    def xla(x):
-        h, grad = _value_and_grad_xla(x.astype(dtype), axis)
-        return h[..., 0], grad
-
-    h, grad = _cpu.value_and_grad("entropy_from_logits", logits, xla)
-    return h[..., None], grad
-
-
-def _differentiated_as(xla):
-    """The JVP rule of a kernel's (value, derivative) over a row axis: that of the XLA formulation
-    ``xla(x, axis)``, values included (16-bit input widened first, as the kernels do)."""
-
-    def rule(axis, primals, tangents):
-        (x,), (dx,) = primals, tangents
-        dtype = _checks.compute_dtype(x)
-        return jax.jvp(lambda v: xla(v, axis), (x.astype(dtype),), (dx.astype(dtype),))
-
-    return rule
-
-
-_value_and_grad_kernel.defjvp(_differentiated_as(_value_and_grad_xla))
-_value_and_grad_cpu.defjvp(_differentiated_as(_value_and_grad_xla))
-
-
-@entropy_logits.defjvp
-def _entropy_logits_jvp(axis, primals, tangents):
-    (logits,), (dlogits,) = primals, tangents
-    dtype = _checks.compute_dtype(logits)
-    if _use_kernel(logits, axis):
-        h, grad = _value_and_grad_kernel(logits, axis)
-    elif _use_cpu_kernel(logits, axis):
-        h, grad = _value_and_grad_cpu(logits, axis)
-    else:
-        h, grad = _value_and_grad_xla(logits.astype(dtype), axis)
-    return h, jnp.sum(grad * dlogits.astype(dtype), axis=axis, keepdims=True)
-
-
-# --------------------------------------------------------------------------- entropy of probabilities (one row axis)
-
-
-def _entropy_probs_xla(p, axis):
-    """(H over ``axis`` (dropped), dH/dp) on the XLA path; ``p`` float32 or float64."""
-    return jnp.sum(neg_xlogx(p), axis=axis), neg_xlogx_slope(p)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def entropy_probs(p, axis):
-    """-sum(p log p) over ``axis`` (dropped), 0 log 0 = 0; 16-bit ``p`` widened to float32 here (inside the CPU
-    kernel when it is used). The derivative is :func:`neg_xlogx_slope`."""
-    dtype = _checks.compute_dtype(p)
-    xla = lambda q: _entropy_probs_xla(q.astype(dtype), axis)[0]  # noqa: E731
-    if _use_cpu_kernel(p, axis):
-        from . import _cpu
-
-        return _cpu.value("entropy", p, xla)
-    return xla(p)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _entropy_probs_cpu(p, axis):
-    """(H, dH/dp) from the CPU kernel (the XLA path where not lowered for CPU); differentiated as the XLA path."""
-    from . import _cpu
-
-    dtype = _checks.compute_dtype(p)
-    return _cpu.value_and_grad("entropy", p, lambda q: _entropy_probs_xla(q.astype(dtype), axis))
-
-
-_entropy_probs_cpu.defjvp(_differentiated_as(_entropy_probs_xla))
-
-
-@entropy_probs.defjvp
-def _entropy_probs_jvp(axis, primals, tangents):
-    (p,), (dp,) = primals, tangents
-    dtype = _checks.compute_dtype(p)
-    if _use_cpu_kernel(p, axis):
-        h, slope = _entropy_probs_cpu(p, axis)
-    else:
-        h, slope = _entropy_probs_xla(p.astype(dtype), axis)
-    return h, jnp.sum(slope * dp.astype(dtype), axis=axis)

@@ -1,12 +1,20 @@
 // The CPU row kernels behind jaxloss.entropy_from_logits and jaxloss.entropy: XLA FFI custom calls (see
-// jaxloss/_cpu.py).
+// jaxloss/_kernels/cpu.py).
+//
+// Built with the package (setup.py), once per instruction-set variant: this file is compiled with
+// -DJAXLOSS_VARIANT=<name> (baseline: the architecture's default, x86-64 SSE2 or the aarch64 base; v3:
+// -march=x86-64-v3, AVX2 + FMA; v4: -march=x86-64-v4, AVX-512) and every object is linked into the extension
+// module jaxloss._kernels._cpu (cpu_module.cc), which picks a variant at run time from what the CPU supports.
+// Everything here lives in the namespace jaxloss_cpu_<variant>, so the objects do not collide; each exports
+// one function, jaxloss_cpu_<variant>::Handlers(), the table of its four FFI handlers.
 //
 // entropy_from_logits, for each row l of the last axis: H = log1p(s1) + t / (1 + s1), with m = max(l), d = l - m,
 // e = exp(d), s1 = sum over the non-top classes of e + (number of top classes - 1), t = sum(e * (-d)); and, in the
 // value-and-gradient handler, dH/dl_i = (e_i / z) * (-d_i - t / z), z = 1 + s1. The same exact algorithm as
-// jaxloss._math._softmax_parts: d kept exactly as hi + lo (TwoSum), e = exp(hi + lo) in float32 to about 1.1 ulp,
-// the terms summed in float32 lanes (16 a lane) and the lane sums in double, H formed in double and rounded once;
-// the gradient in float32, as the XLA path forms it.
+// jaxloss._kernels.rows.softmax_parts: d kept exactly as hi + lo (TwoSum), e = exp(hi + lo) in float32 to about
+// 1.1 ulp, the terms summed in float32 lanes (4 a lane: 16 a lane measured 4.29 ulp on a row with H = 3.5e-12 in
+// tests/test_cpu_variants.py, 4 a lane 2.3, for ~10 % more time) and the lane sums in double, H formed in double and
+// rounded once; the gradient in float32, as the XLA path forms it.
 //
 // Limits, as the XLA path: a row with a NaN gives NaN (value and whole gradient row); a row with every class at
 // -inf (or no classes) gives 0; classes at +inf share all the probability (H = log k for k of them, gradient 0);
@@ -32,8 +40,15 @@
 #endif
 
 #include "xla/ffi/api/ffi.h"
+#include "jaxloss/cpu_handlers.h"
+
+#ifndef JAXLOSS_VARIANT
+#error "compile with -DJAXLOSS_VARIANT=<variant name> (see setup.py)"
+#endif
 
 namespace ffi = xla::ffi;
+
+namespace JAXLOSS_VARIANT_NAMESPACE(JAXLOSS_VARIANT) {
 
 // The helpers below are small and called inside the hot loops: GCC otherwise keeps some of them out of line
 // (a call per vector, and the vectors passed through memory).
@@ -80,7 +95,7 @@ JAXLOSS_INLINE float Widen(F16 v) {
 }
 
 // Eight lanes at a time, written with GCC/Clang vector extensions so that the loops are vectorised whatever the
-// compiler's cost model thinks (AVX2 where the build machine has it, two SSE2 halves otherwise).
+// compiler's cost model thinks (AVX2 in the v3 and v4 variants, two SSE2 halves at baseline).
 typedef float VF __attribute__((vector_size(32)));
 typedef int32_t VI __attribute__((vector_size(32)));
 typedef uint32_t VU __attribute__((vector_size(32)));
@@ -91,6 +106,57 @@ constexpr int kLanes = 8;
 
 JAXLOSS_INLINE VF Splat(float v) { return VF{} + v; }
 JAXLOSS_INLINE VF Pick(VI mask, VF a, VF b) { return (VF)((mask & (VI)a) | (~mask & (VI)b)); }
+
+// Lane-wise comparisons (all ones where true) and the maximum. With AVX these are the plain vector operators.
+// Without it (the baseline variant: SSE2, or NEON) GCC lowers a comparison of 8-lane vectors, and a `?:` on them,
+// lane by lane in scalar code, so they are done on 4-lane halves there: the same comparisons and selections, only
+// vectorised.
+#ifdef __AVX__
+#define JAXLOSS_CMP8(name, op) \
+  JAXLOSS_INLINE VI name(VF a, VF b) { return a op b; }
+JAXLOSS_INLINE VF Max(VF a, VF b) { return a > b ? a : b; }
+JAXLOSS_INLINE VI ULess(VU a, uint32_t b) { return (VI)(a < b); }
+JAXLOSS_INLINE VI UGreaterEqual(VU a, uint32_t b) { return (VI)(a >= b); }
+#else
+typedef int32_t VI4 __attribute__((vector_size(16)));
+typedef uint32_t VU4 __attribute__((vector_size(16)));
+#define JAXLOSS_CMP8(name, op)                                   \
+  JAXLOSS_INLINE VI name(VF a, VF b) {                           \
+    VF4 a0, a1, b0, b1;                                          \
+    std::memcpy(&a0, &a, 16);                                    \
+    std::memcpy(&a1, reinterpret_cast<const char*>(&a) + 16, 16); \
+    std::memcpy(&b0, &b, 16);                                    \
+    std::memcpy(&b1, reinterpret_cast<const char*>(&b) + 16, 16); \
+    VI4 r0 = a0 op b0, r1 = a1 op b1;                            \
+    VI r;                                                        \
+    std::memcpy(&r, &r0, 16);                                    \
+    std::memcpy(reinterpret_cast<char*>(&r) + 16, &r1, 16);      \
+    return r;                                                    \
+  }
+JAXLOSS_CMP8(Greater_, >)
+JAXLOSS_INLINE VF Max(VF a, VF b) { return Pick(Greater_(a, b), a, b); }
+JAXLOSS_INLINE VI ULess(VU a, uint32_t b) {
+  // Unsigned a < b on 4-lane halves: SSE2 compares signed, so both sides are offset by 2^31 first.
+  const VI bias = (VI){} + INT32_MIN;
+  VI as = (VI)a ^ bias, bs = ((VI){} + static_cast<int32_t>(b)) ^ bias;
+  VI4 a0, a1, b0, b1;
+  std::memcpy(&a0, &as, 16);
+  std::memcpy(&a1, reinterpret_cast<const char*>(&as) + 16, 16);
+  std::memcpy(&b0, &bs, 16);
+  std::memcpy(&b1, reinterpret_cast<const char*>(&bs) + 16, 16);
+  VI4 r0 = a0 < b0, r1 = a1 < b1;
+  VI r;
+  std::memcpy(&r, &r0, 16);
+  std::memcpy(reinterpret_cast<char*>(&r) + 16, &r1, 16);
+  return r;
+}
+JAXLOSS_INLINE VI UGreaterEqual(VU a, uint32_t b) { return ~ULess(a, b); }
+#endif
+JAXLOSS_CMP8(Less, <)
+JAXLOSS_CMP8(Greater, >)
+JAXLOSS_CMP8(Equal, ==)
+JAXLOSS_CMP8(NotEqual, !=)
+#undef JAXLOSS_CMP8
 
 JAXLOSS_INLINE VF Widen8(float const* x) {
   VF v;
@@ -123,8 +189,8 @@ JAXLOSS_INLINE VF Widen8(F16 const* x) {
   VU shifted = mag << 13;
   VF normal = (VF)shifted * 0x1p112f;
   VF sub = __builtin_convertvector((VI)mag, VF) * 0x1p-24f;
-  VF out = Pick((VI)(mag < 0x400u), sub, normal);
-  out = Pick((VI)(mag >= 0x7c00u), (VF)(shifted | 0x7f800000u), out);
+  VF out = Pick(ULess(mag, 0x400u), sub, normal);
+  out = Pick(UGreaterEqual(mag, 0x7c00u), (VF)(shifted | 0x7f800000u), out);
   return (VF)((VU)out | ((u & 0x8000u) << 16));
 }
 
@@ -148,15 +214,15 @@ struct Shifted {
   VI top;  // all ones where l == m
 };
 
-// d = l - m kept exactly as hi + lo (Knuth's TwoSum, as jaxloss._math._two_diff), and e = exp(hi + lo): Cody-Waite
+// d = l - m kept exactly as hi + lo (Knuth's TwoSum, as twofloat.two_diff), and e = exp(hi + lo): Cody-Waite
 // reduction hi + lo = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial in r (Chebyshev fit, float32 coefficients;
-// 0.90 ulp on [-ln2/2, ln2/2] in float32 arithmetic, `python benchmarks/exp_fit.py`) scaled by 2^n through the
+// 0.90 ulp on [-ln2/2, ln2/2] in float32 arithmetic, `python -m benchmarks.probes.exp_fit`) scaled by 2^n through the
 // exponent bits: about 1.1 ulp in all.
 JAXLOSS_INLINE Shifted Shift(VF l, VF neg_m) {
   VF hi = l + neg_m;
   VF bb = hi - l;
   VF lo = (l - (hi - bb)) + (neg_m - bb);
-  VI keep = hi > kFloor;
+  VI keep = Greater(hi, Splat(kFloor));
   VF hc = Pick(keep, hi, Splat(kFloor));
   lo = (VF)((VI)lo & keep);  // NaN for a class at -inf, 0 once masked
   VF kd = hc * 1.44269504088896341f + 0x1.8p23f;
@@ -172,7 +238,7 @@ JAXLOSS_INLINE Shifted Shift(VF l, VF neg_m) {
   p = p * r + 1.0f;
   VF scale = (VF)((ki << 23) + 0x3f800000);  // 2^n, n in [-126, 0]
   VF e = (VF)((VI)(p * scale) & keep);
-  return {e, hc + lo, hi == 0.0f};
+  return {e, hc + lo, Equal(hi, Splat(0.0f))};
 }
 
 // The eight lanes of v added pairwise into four doubles.
@@ -194,18 +260,18 @@ struct RowKernel {
     int64_t i0 = 0;
     for (; i0 + 2 * kLanes <= n; i0 += 2 * kLanes) {
       VF v = Widen8(x + i0), w = Widen8(x + i0 + kLanes);
-      bad |= v != v;
-      bad2 |= w != w;
-      vm = v > vm ? v : vm;
-      vm2 = w > vm2 ? w : vm2;
+      bad |= NotEqual(v, v);
+      bad2 |= NotEqual(w, w);
+      vm = Max(v, vm);
+      vm2 = Max(w, vm2);
     }
     for (; i0 < n; i0 += kLanes) {
       VF v = Load(x + i0, std::min<int64_t>(kLanes, n - i0));
-      bad |= v != v;
-      vm = v > vm ? v : vm;
+      bad |= NotEqual(v, v);
+      vm = Max(v, vm);
     }
     bad |= bad2;
-    vm = vm2 > vm ? vm2 : vm;
+    vm = Max(vm2, vm);
     float m = -INFINITY;
     int any_bad = 0;
     for (int k = 0; k < kLanes; ++k) {
@@ -226,12 +292,12 @@ struct RowKernel {
       if (g) std::fill(g, g + n, 0.0f);
       return static_cast<float>(std::log(static_cast<double>(k)));
     }
-    // Sums: float lanes over blocks of kBlock entries (16 terms per lane), the block sums added in double.
+    // Sums: float lanes over blocks of kBlock entries (4 terms per lane; see the header), the block sums in double.
     const VF neg_m = Splat(-m);
     const int64_t stride = (n + kLanes - 1) / kLanes * kLanes;
     VD s_acc = {}, t_acc = {};
     VI count = {};
-    constexpr int64_t kBlock = 16 * kLanes;
+    constexpr int64_t kBlock = 4 * kLanes;
     int64_t i = 0;
     while (i < n) {
       VF sb = {}, tb = {};
@@ -320,7 +386,7 @@ void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t cols, Body body) 
 // [sqrt(1/2), sqrt(2)), four coefficients; < 1 ulp); subnormal p are scaled by 2^23 first. Limits as the XLA
 // path: p = 0 adds 0; p = +inf gives -inf; a negative or NaN p gives NaN (its term and its derivative).
 JAXLOSS_INLINE VF Log(VF x) {
-  VI small = x < 0x1p-126f;
+  VI small = Less(x, Splat(0x1p-126f));
   x = Pick(small, x * 0x1p23f, x);
   VI ix = (VI)x + (0x3f800000 - 0x3f3504f3);
   VI k = (ix >> 23) - 0x7f - (small & 23);
@@ -349,10 +415,10 @@ struct ProbabilityRow {
     VD acc = {};
     VF tb = {};
     auto step = [&](int64_t i, VF p, int64_t k) {
-      VI zero = p == 0.0f;
+      VI zero = Equal(p, Splat(0.0f));
       VF lg = Log(p);
-      lg = Pick(p == INFINITY, Splat(INFINITY), lg);
-      lg = Pick(zero | (p > 0.0f), lg, Splat(NAN));  // log of a negative p or of NaN: NaN
+      lg = Pick(Equal(p, Splat(INFINITY)), Splat(INFINITY), lg);
+      lg = Pick(zero | Greater(p, Splat(0.0f)), lg, Splat(NAN));  // log of a negative p or of NaN: NaN
       tb += (VF)(~zero & (VI)(-p * lg));
       if constexpr (kGrad) {
         VF slope = (VF)(~zero & (VI)(-(lg + 1.0f)));
@@ -443,13 +509,27 @@ ffi::Error ValueGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi
   }
 }
 
-}  // namespace
-
 #define JAXLOSS_VALUE_BINDING \
   ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Ret<ffi::Buffer<ffi::F32>>()
 #define JAXLOSS_VALUE_GRAD_BINDING JAXLOSS_VALUE_BINDING.Ret<ffi::Buffer<ffi::F32>>()
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogits, ValueImpl<RowKernel>, JAXLOSS_VALUE_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyLogitsGrad, ValueGradImpl<RowKernel>, JAXLOSS_VALUE_GRAD_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropy, ValueImpl<ProbabilityRow>, JAXLOSS_VALUE_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxlossEntropyGrad, ValueGradImpl<ProbabilityRow>, JAXLOSS_VALUE_GRAD_BINDING);
+XLA_FFI_DEFINE_HANDLER(EntropyLogits, ValueImpl<RowKernel>, JAXLOSS_VALUE_BINDING);
+XLA_FFI_DEFINE_HANDLER(EntropyLogitsGrad, ValueGradImpl<RowKernel>, JAXLOSS_VALUE_GRAD_BINDING);
+XLA_FFI_DEFINE_HANDLER(Entropy, ValueImpl<ProbabilityRow>, JAXLOSS_VALUE_BINDING);
+XLA_FFI_DEFINE_HANDLER(EntropyGrad, ValueGradImpl<ProbabilityRow>, JAXLOSS_VALUE_GRAD_BINDING);
+
+}  // namespace
+
+// The FFI target names are the module's (cpu_module.cc registers them with a variant suffix in cpu.py).
+const jaxloss_cpu::Handler* Handlers() {
+  static const jaxloss_cpu::Handler table[] = {
+      {"jaxloss_entropy_logits", reinterpret_cast<void*>(EntropyLogits)},
+      {"jaxloss_entropy_logits_grad", reinterpret_cast<void*>(EntropyLogitsGrad)},
+      {"jaxloss_entropy", reinterpret_cast<void*>(Entropy)},
+      {"jaxloss_entropy_grad", reinterpret_cast<void*>(EntropyGrad)},
+      {nullptr, nullptr},
+  };
+  return table;
+}
+
+}  // namespace JAXLOSS_VARIANT_NAMESPACE(JAXLOSS_VARIANT)
