@@ -1,7 +1,7 @@
 """jaxloss: exact, fast loss functions for JAX — Shannon entropy, mean squared error, binary cross-entropy.
 
-Every function is pure and jit-compiled, takes arrays positionally and options by
-keyword, and comes with closed-form first and second derivatives.
+Every function is pure and jit-compiled, takes arrays by position or by optax's names (``logits=``, ``labels=``,
+``predictions=``, ``targets=``) and options by keyword only, and comes with closed-form first and second derivatives.
 """
 
 from . import batch as batch

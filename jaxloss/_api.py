@@ -233,7 +233,10 @@ def loss(*, returns: Returns, cli: str | None = None) -> Callable[[Callable[P, R
 
         @functools.wraps(fun)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            bound = signature.bind(*args, **kwargs)  # an unknown keyword: Python's own TypeError
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as err:  # Python's own words ("got an unexpected keyword argument ..."), named
+                raise TypeError(f"jaxloss.{name}() {err}") from None
             bound.apply_defaults()
             arguments = screen(name, bound.arguments)
             positional = [arguments.pop(p.name) for p in signature.parameters.values() if p.kind == p.POSITIONAL_ONLY]

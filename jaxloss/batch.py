@@ -46,8 +46,9 @@ def _per_example(single: Callable[..., jax.Array], **arguments: Any) -> jax.Arra
         a, b = _checks.paired(qualified, names, arguments[names[0]], arguments[names[1]])
         dtype = a.dtype
         # name the argument that has the shape (a scalar may stand for the other)
-        _has_example_axis(declaration.name, names[1] if np.ndim(arguments[names[0]]) == 0 else names[0], a)
-        mapped = {names[0]: a, names[1]: b}
+        scalar_first = np.ndim(arguments[names[0]]) == 0 and np.ndim(arguments[names[1]]) > 0
+        _has_example_axis(declaration.name, names[1] if scalar_first else names[0], a)
+        mapped: dict[str, jax.Array] = {names[0]: a, names[1]: b}
     else:
         a = _checks.as_float_array(qualified, names[0], arguments[names[0]])
         _has_example_axis(declaration.name, names[0], a)
@@ -63,7 +64,9 @@ def _per_example(single: Callable[..., jax.Array], **arguments: Any) -> jax.Arra
         elif kind == "weights":
             mapped[name] = _checks.broadcast_option(qualified, name, value, a.shape, dtype)
         else:
-            mapped[name] = _checks.broadcast_mask(qualified, value, a.shape)
+            mask = _checks.broadcast_mask(qualified, value, a.shape)
+            if mask is not None:
+                mapped[name] = mask
 
     def one(m):
         options = {k: v for k, v in m.items() if k not in names}
@@ -75,7 +78,6 @@ def _per_example(single: Callable[..., jax.Array], **arguments: Any) -> jax.Arra
 @_api.loss(returns="per_example")
 def mean(
     values: ArrayLike,
-    /,
     *,
     weights: ArrayLike | None = None,
     where: ArrayLike | None = None,
@@ -108,7 +110,6 @@ def mean(
 def mse(
     predictions: ArrayLike,
     targets: ArrayLike,
-    /,
     *,
     weights: ArrayLike | None = None,
     where: ArrayLike | None = None,
@@ -144,7 +145,6 @@ def mse(
 def bce_with_logits(
     logits: ArrayLike,
     labels: ArrayLike,
-    /,
     *,
     pos_weight: ArrayLike | None = None,
     label_smoothing: ArrayLike = 0.0,
@@ -253,16 +253,98 @@ def _mapped(single: Callable[..., Any]) -> Callable[..., Any]:
     return jax.jit(jax.vmap(lambda params, examples: single(params, *examples), in_axes=(None, 0)))
 
 
+def _is_array(x) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+def _is_inexact_array(x) -> bool:
+    return _is_array(x) and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+class _Filtered:
+    """``transform(fn, argnums)`` for params whose pytree holds non-array leaves (an equinox module's activation
+    functions, Python numbers, ...), as ``equinox.filter_grad`` treats them: array leaves are traced, other leaves
+    are static (closed over, one compilation per distinct set of them), and of the params only the floating
+    arrays are differentiated; the params' gradient has None at every other leaf."""
+
+    def __init__(self, transform, fn: Callable[..., Any], argnums):
+        self.transform, self.fn = transform, fn
+        self.argnums = argnums
+        self.compiled: dict[Any, Callable[..., Any]] = {}
+
+    def __call__(self, params, examples):
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        diff = [i for i, leaf in enumerate(leaves) if _is_inexact_array(leaf)]
+        fixed = [i for i, leaf in enumerate(leaves) if _is_array(leaf) and i not in diff]
+        static = tuple((i, leaf) for i, leaf in enumerate(leaves) if not _is_array(leaf))
+        key = (treedef, tuple(diff), tuple(fixed), static)
+        try:
+            run = self.compiled.get(key)
+        except TypeError:  # an unhashable static leaf: compile for this call only
+            key, run = None, None
+        if run is None:
+            run = self._compile(treedef, len(leaves), diff, fixed, static)
+            if key is not None:
+                self.compiled[key] = run
+        out = run([leaves[i] for i in diff], [leaves[i] for i in fixed], examples)
+        return self._params_gradient(out, treedef, len(leaves), diff)
+
+    def _compile(self, treedef, n, diff, fixed, static):
+        def rebuild(diff_leaves, fixed_leaves):
+            leaves = [None] * n
+            for i, leaf in zip(diff, diff_leaves, strict=True):
+                leaves[i] = leaf
+            for i, leaf in zip(fixed, fixed_leaves, strict=True):
+                leaves[i] = leaf
+            for i, leaf in static:
+                leaves[i] = leaf
+            return jax.tree_util.tree_unflatten(treedef, leaves)
+
+        def single(diff_leaves, fixed_leaves, *examples):
+            return self.fn(rebuild(diff_leaves, fixed_leaves), *examples)
+
+        # fn's argument k is single's argument k + 1 for the examples (fixed_leaves sits in between).
+        numbers = (self.argnums,) if isinstance(self.argnums, int) else tuple(self.argnums)
+        shifted = tuple(0 if k == 0 else k + 1 for k in numbers)
+        transformed = self.transform(single, argnums=shifted[0] if isinstance(self.argnums, int) else shifted)
+        mapped = jax.vmap(lambda d, f, examples: transformed(d, f, *examples), in_axes=(None, None, 0))
+        return jax.jit(mapped)
+
+    def _params_gradient(self, out, treedef, n, diff):
+        """Put the gradient of the differentiated leaves back into the shape of params (None elsewhere)."""
+        numbers = (self.argnums,) if isinstance(self.argnums, int) else tuple(self.argnums)
+        if 0 not in numbers:
+            return out
+        value, grads = out if self.transform is jax.value_and_grad else (None, out)
+
+        def params_shaped(g):
+            leaves: list[Any] = [None] * n
+            for i, leaf in zip(diff, g, strict=True):
+                leaves[i] = leaf
+            return jax.tree_util.tree_unflatten(treedef, leaves)
+
+        if isinstance(self.argnums, int):
+            grads = params_shaped(grads)
+        else:
+            grads = tuple(params_shaped(g) if k == 0 else g for k, g in zip(numbers, grads, strict=True))
+        return grads if value is None else (value, grads)
+
+
 def _per_example_transform(name: str, transform, fn: Callable[..., Any], argnums) -> Callable[..., Any]:
-    """jit(vmap(transform(fn, argnums))) with params shared, examples checked and batched along axis 0."""
+    """jit(vmap(transform(fn, argnums))) with params shared, examples checked and batched along axis 0; params with
+    non-array leaves (equinox modules) take the filtered path (:class:`_Filtered`)."""
     if not callable(fn):
         raise TypeError(f"jaxloss.batch.{name}: fn must be callable; got {type(fn).__name__}. Pass a function.")
     mapped = _mapped(transform(fn, argnums=argnums))
+    filtered = _Filtered(transform, fn, argnums)
 
     @functools.wraps(fn)
     def per_example(params, /, *examples):
         _check_examples(name, examples)
-        return mapped(params, examples)
+        leaves = jax.tree_util.tree_leaves(params)
+        if all(_is_array(leaf) for leaf in leaves) and all(_is_inexact_array(leaf) for leaf in leaves):
+            return mapped(params, examples)
+        return filtered(params, examples)
 
     return per_example
 
@@ -273,7 +355,10 @@ def grad(fn: Callable[..., Any], /, *, argnums: int | Sequence[int] = 0) -> Call
     .. math::
         g_b = \nabla_{\theta}\, f(\theta, x_b, y_b, \dots)
 
-    ``params`` (any pytree) is shared by every example; every other positional argument
+    ``params`` (any pytree: a dict of arrays, an equinox module, a flax ``nnx`` module) is shared by every
+    example. Leaves that are not arrays (an equinox module's activation functions, Python numbers) are held static,
+    and of the params only floating-point arrays are differentiated, as ``equinox.filter_grad`` does: the params'
+    gradient has the params' structure with None at every other leaf. Every other positional argument
     (arrays or pytrees of arrays) is batched along axis 0 with the same size ``B``.
     ``argnums`` picks what to differentiate, as in ``jax.grad`` (0: the params; 1: the
     first example array, e.g. input saliency). The result equals a Python loop of

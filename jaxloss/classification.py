@@ -14,7 +14,9 @@ from ._kernels import elementwise
 __all__ = ["sigmoid_binary_cross_entropy", "binary_cross_entropy", "bce_with_logits"]
 
 
-def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None):
+def _bce_elementwise(
+    fn: str, logits: ArrayLike, labels: ArrayLike, pos_weight, label_smoothing, where=None
+) -> tuple[jax.Array, jax.Array | None]:
     """The elementwise loss and its shape; entries ``where`` leaves out are made safe (z = y = 0) first."""
     z, y = _checks.paired(fn, ("logits", "labels"), logits, labels)
     shape, dtype = z.shape, z.dtype
@@ -48,7 +50,6 @@ def _bce_elementwise(fn, logits, labels, pos_weight, label_smoothing, where=None
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    /,
     *,
     pos_weight: ArrayLike | None = None,
     label_smoothing: ArrayLike = 0.0,
@@ -105,7 +106,6 @@ def sigmoid_binary_cross_entropy(
 def bce_with_logits(
     logits: ArrayLike,
     labels: ArrayLike,
-    /,
     *,
     pos_weight: ArrayLike | None = None,
     label_smoothing: ArrayLike = 0.0,
@@ -140,14 +140,17 @@ def bce_with_logits(
       >>> jaxloss.bce_with_logits(jnp.array([0.0, 0.0]), jnp.array([0.0, 1.0]))
       Array(0.6931472, dtype=float32)
     """
-    loss, where = _bce_elementwise("bce_with_logits", logits, labels, pos_weight, label_smoothing, where)
-    if weights is not None:
-        weights = _checks.broadcast_option("bce_with_logits", "weights", weights, loss.shape, loss.dtype)
-    return reduce.ratio(*reduce.totals(loss, weights, where, axis_name))
+    loss, selected = _bce_elementwise("bce_with_logits", logits, labels, pos_weight, label_smoothing, where)
+    w = (
+        None
+        if weights is None
+        else _checks.broadcast_option("bce_with_logits", "weights", weights, loss.shape, loss.dtype)
+    )
+    return reduce.ratio(*reduce.totals(loss, w, selected, axis_name))
 
 
 @_api.loss(returns="elementwise", cli="bce")
-def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike, /) -> jax.Array:
+def binary_cross_entropy(probabilities: ArrayLike, labels: ArrayLike) -> jax.Array:
     r"""Elementwise binary cross-entropy from probabilities, exact, with :math:`0 \log 0 = 0` and no epsilon.
 
     .. math::

@@ -36,7 +36,6 @@ def _class_axis_input(fn: str, name: str, x, axis, base, where, *, widen: bool =
 @_api.loss(returns="rows", cli="entropy")
 def entropy(
     probabilities: ArrayLike,
-    /,
     *,
     axis: int = -1,
     base: float | None = None,
@@ -98,7 +97,6 @@ def entropy(
 @_api.loss(returns="rows", cli="entropy-logits")
 def entropy_from_logits(
     logits: ArrayLike,
-    /,
     *,
     axis: int = -1,
     base: float | None = None,
@@ -168,7 +166,7 @@ def entropy_from_logits(
 
 
 @_api.loss(returns="elementwise", cli="binary-entropy")
-def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) -> jax.Array:
+def binary_entropy(probabilities: ArrayLike, *, base: float | None = None) -> jax.Array:
     r"""Elementwise binary entropy :math:`h(p) = -p\log p - (1-p)\log(1-p)`.
 
     Equal to :func:`jaxloss.entropy` of :math:`[p, 1 - p]`; :math:`\log(1 - p)` is
@@ -201,7 +199,7 @@ def binary_entropy(probabilities: ArrayLike, /, *, base: float | None = None) ->
 
 
 @_api.loss(returns="elementwise")
-def binary_entropy_from_logits(logits: ArrayLike, /, *, base: float | None = None) -> jax.Array:
+def binary_entropy_from_logits(logits: ArrayLike, *, base: float | None = None) -> jax.Array:
     r"""Elementwise binary entropy of :math:`\sigma(x)`, accurate in both tails.
 
     With :math:`a = |x|` and :math:`e = e^{-a}`,

@@ -17,7 +17,7 @@ _NAMES = ("predictions", "targets")
 
 
 @_api.loss(returns="elementwise", cli="mse")
-def squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Array:
+def squared_error(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
     r"""Elementwise squared error :math:`(p - t)^2`.
 
     Computed in float32 for 16-bit inputs (so a float16 gap beyond 256 does not
@@ -55,7 +55,7 @@ def _half_square_jvp(primals, tangents):
 
 
 @_api.loss(returns="elementwise")
-def half_squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Array:
+def half_squared_error(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
     r"""Elementwise half squared error :math:`\tfrac12 (p - t)^2` — the classic "simple network" loss.
 
     Subtract, square the gap, take half: the gradient w.r.t. ``predictions`` is
@@ -82,7 +82,6 @@ def half_squared_error(predictions: ArrayLike, targets: ArrayLike, /) -> jax.Arr
 def mse(
     predictions: ArrayLike,
     targets: ArrayLike,
-    /,
     *,
     weights: ArrayLike | None = None,
     where: ArrayLike | None = None,

@@ -17,6 +17,8 @@ import pytest
 import jaxloss
 from jaxloss import batch
 
+EPS32 = float(np.finfo(np.float32).eps)
+
 F32 = np.float32
 # vmap may fuse a reduction or a matmul differently from the loop: a few ulp of the largest entry.
 LOOP_ULPS = 4
@@ -336,3 +338,75 @@ def test_per_example_clipping_equals_loop_and_optax(mlp):
     assert (scale * np.asarray(norms) <= clip * (1 + LOOP_ULPS * np.finfo(F32).eps)).all()
     unclipped, _ = clipped_mean_grad(mlp_loss, params, x, y, 1e30)
     assert_close(unclipped, jax.tree.map(lambda g: jnp.mean(g, axis=0), grads))
+
+
+# ----------------------------------------------------------------------------- models as they are written
+
+
+def _eqx_model_and_data():
+    eqx = pytest.importorskip("equinox")
+    model = eqx.nn.MLP(3, 1, 8, 2, activation=jax.nn.tanh, key=jax.random.key(0))  # holds functions: non-array leaves
+    x = jax.random.normal(jax.random.key(1), (6, 3))
+    y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype(jnp.float32)
+    return eqx, model, x, y
+
+
+def _eqx_loss(model, xi, yi):
+    return jaxloss.bce_with_logits(model(xi)[0], yi)
+
+
+def test_grad_of_an_equinox_module_equals_a_loop_of_filter_grad():
+    """Non-array leaves (the MLP's activation functions) are static, as equinox.filter_grad treats them; the
+    per-example gradients have the module's own structure and equal a Python loop of eqx.filter_grad."""
+    eqx, model, x, y = _eqx_model_and_data()
+    got = batch.grad(_eqx_loss)(model, x, y)
+    loop = [eqx.filter_grad(_eqx_loss)(model, x[i], y[i]) for i in range(x.shape[0])]
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(loop[0])
+    for leaf, *per_example in zip(jax.tree_util.tree_leaves(got), *map(jax.tree_util.tree_leaves, loop), strict=True):
+        # vmap and a loop may round the same sums in another order: a few ulp of the largest entry.
+        np.testing.assert_allclose(leaf, jnp.stack(per_example), rtol=0, atol=8 * EPS32 * float(jnp.abs(leaf).max()))
+    losses, grads = batch.value_and_grad(_eqx_loss)(model, x, y)
+    np.testing.assert_allclose(
+        losses, jnp.stack([_eqx_loss(model, x[i], y[i]) for i in range(x.shape[0])]), rtol=8 * EPS32
+    )
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(loop[0])
+
+
+def test_equinox_module_gradient_w_r_t_the_inputs_and_one_compilation():
+    eqx, model, x, y = _eqx_model_and_data()
+    saliency = batch.grad(_eqx_loss, argnums=1)(model, x, y)
+    loop = jnp.stack([jax.grad(_eqx_loss, argnums=1)(model, x[i], y[i]) for i in range(x.shape[0])])
+    np.testing.assert_allclose(saliency, loop, rtol=0, atol=8 * EPS32 * float(jnp.abs(loop).max()))
+    # New parameter values with the same static leaves reuse the compiled function: fn is traced once.
+    traces = []
+
+    def counting(model, xi, yi):
+        traces.append(None)
+        return _eqx_loss(model, xi, yi)
+
+    per_example = batch.grad(counting)
+    per_example(model, x, y)
+    first = len(traces)
+    per_example(jax.tree_util.tree_map(lambda a: a + 0.1 if eqx.is_inexact_array(a) else a, model), x, y)
+    assert first >= 1 and len(traces) == first
+
+
+def test_grad_of_a_flax_nnx_module_equals_a_loop():
+    """A flax.nnx module passed as params (its Param leaves are arrays): per-example gradients equal a loop of
+    nnx.grad, with the module's structure."""
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.tanh, nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    y = (x[:, 1] > 0).astype(jnp.float32)
+
+    def loss(m, xi, yi):
+        return jaxloss.bce_with_logits(m(xi)[0], yi)
+
+    got = batch.grad(loss)(model, x, y)
+    loop = [nnx.grad(loss)(model, x[i], y[i]) for i in range(x.shape[0])]
+    got_leaves = jax.tree_util.tree_leaves(got)
+    loop_leaves = [jax.tree_util.tree_leaves(g) for g in loop]
+    assert len(got_leaves) == len(loop_leaves[0]) == 4
+    for k, leaf in enumerate(got_leaves):
+        expected = jnp.stack([leaves[k] for leaves in loop_leaves])
+        np.testing.assert_allclose(leaf, expected, rtol=0, atol=8 * EPS32 * float(jnp.abs(expected).max()))

@@ -18,6 +18,7 @@ platforms use a kernel) belongs to the rest of jaxloss.
 from __future__ import annotations
 
 import importlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ KERNELS = ("entropy_from_logits", "entropy")
 # kernel -> the FFI target of its value handler (the value-and-gradient handler is that + "_grad")
 _TARGETS = {"entropy_from_logits": "jaxloss_entropy_logits", "entropy": "jaxloss_entropy"}
 
+_cpu: types.ModuleType | None
 try:
     # (import_module rather than `from . import _cpu`: when the module is missing, as in an install without a C++
     # compiler, its error says so -- "No module named 'jaxloss._kernels._cpu'" -- even while the package is still
@@ -102,4 +104,5 @@ def value_and_grad(kernel: str, x, *, variant: str | None = None) -> tuple[jax.A
     each row's value with respect to that row, float32, shaped like ``x``."""
     x = jnp.asarray(x)
     out = (jax.ShapeDtypeStruct(x.shape[:-1], jnp.float32), jax.ShapeDtypeStruct(x.shape, jnp.float32))
-    return jax.ffi.ffi_call(_target(kernel, variant, True), out, vmap_method="broadcast_all")(x)
+    value, grad = jax.ffi.ffi_call(_target(kernel, variant, True), out, vmap_method="broadcast_all")(x)
+    return value, grad

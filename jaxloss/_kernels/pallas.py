@@ -22,6 +22,7 @@ with CUDA they lower the XLA formulation.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,8 @@ _NUM_STAGES_WIDE = 2
 # vectorises the same code differently for 1 and for 4 rows per program.)
 _SUM_GROUP = 16
 
+pl: Any
+plgpu: Any
 try:  # Pallas and its Triton backend are part of jax, but an older or trimmed install may lack them.
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
