@@ -3,8 +3,8 @@
 Printed output is checked two ways, as the README shows it: a ``print(...)  # expected`` line must print exactly the
 comment (whitespace aside), and a block followed by "prints" and a plain code block must print exactly that text.
 
-Blocks that read the files the README's `eval` example writes under /tmp are run after that bash block
-makes them (at a reduced size: the same script with a smaller n), so they run as written too.
+Blocks that read the files the README's `eval` example writes under /tmp (if the README has one) are run after
+that bash block makes them (at a reduced size: the same script with a smaller n), so they run as written too.
 """
 
 from __future__ import annotations
@@ -38,14 +38,17 @@ def _run(cmd, cwd, env):
 @pytest.fixture(scope="module")
 def eval_files():
     """The files the README's eval example writes, at 1/100 of the size."""
-    writer = next(code for lang, code in BLOCKS if lang == "bash" and "np.save(" in code)
+    writer = next((code for lang, code in BLOCKS if lang == "bash" and "np.save(" in code), None)
+    if writer is None:  # the README no longer writes files (the eval example lives in docs/guides/eval.md)
+        return
     script = writer.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0].replace("n = 10**7", "n = 10**5")
     script = script.replace("size=10**6", "size=10**4")
     _run([sys.executable, "-c", script], ROOT, dict(os.environ))
 
 
 def test_readme_has_examples():
-    assert len(PYTHON) >= 5
+    # The README is a front page: the quickstart session and one complete program; the rest are doctests in docs/.
+    assert len(PYTHON) >= 1
 
 
 def _instrumented(code: str) -> tuple[str, list[str]]:
