@@ -183,6 +183,8 @@ def screen(fn: str, arguments: dict[str, Any]) -> dict[str, Any]:
                     f"Pass e.g. {name}={'-1' if name == 'axis' else '2'}."
                 )
             continue
+        # A big-endian NumPy array (read from a file written elsewhere): jax.jit refuses it, so swap it here.
+        out[name] = x = _checks.native_byte_order(x)
         if _is_text(x):
             if role.kind == "float":
                 _checks.as_float_array(fn, name, x)

@@ -26,8 +26,17 @@ def _describe(x) -> str:
     return f"{type(x).__name__} of dtype {dtype}" if dtype is not None else type(x).__name__
 
 
+def native_byte_order(x):
+    """A NumPy array in a non-native byte order (a big-endian ">f4" file on a little-endian machine) as the same
+    values in the native order, which is all JAX accepts; anything else unchanged."""
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:
+        return x.astype(x.dtype.newbyteorder("="))
+    return x
+
+
 def as_float_array(fn: str, name: str, x) -> jax.Array:
     """``x`` as a JAX array of a real floating dtype; integers, booleans, complex and strings raise TypeError."""
+    x = native_byte_order(x)
     dtype = getattr(x, "dtype", None)
     if dtype is None:
         if isinstance(x, (bool, str, bytes)) or not isinstance(x, (numbers.Real, Sequence)):
@@ -56,6 +65,7 @@ def as_float_array(fn: str, name: str, x) -> jax.Array:
 
 def as_label_array(fn: str, name: str, x, dtype) -> jax.Array:
     """Labels (or targets): floats, integers and booleans are accepted and promoted to ``dtype``."""
+    x = native_byte_order(x)
     x_dtype = getattr(x, "dtype", None)
     if x_dtype is None:
         if isinstance(x, (str, bytes)) or not isinstance(x, (numbers.Real, Sequence, np.ndarray)):

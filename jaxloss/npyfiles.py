@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import warnings
 import zipfile
 import zlib
 
@@ -25,8 +26,28 @@ class InputError(Exception):
     """Bad input (a file, an option, a shape): reported as one line on stderr, exit code 2."""
 
 
+# What zipfile and zlib raise on a damaged archive or member: bad sizes, CRCs and offsets, an unknown
+# compression method or flags (NotImplementedError), "encrypted" (RuntimeError), a name that does not decode.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    OverflowError,
+)
+
+
 def _npy_header(f, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) from an open .npy stream, refusing anything that is not plain numbers."""
+    """(shape, fortran_order, dtype) from an open .npy stream, refusing anything that is not plain numbers.
+
+    The header is parsed by NumPy's own readers (``numpy.lib.format``: a literal parser, never ``eval``); whatever
+    they raise on a damaged header (ValueError, but also tokenize and syntax errors, unknown dtype codes, ...)
+    becomes one :class:`InputError`, as does a header that parses but cannot describe an array (negative sizes).
+    """
     try:
         version = np.lib.format.read_magic(f)
     except ValueError:
@@ -34,22 +55,35 @@ def _npy_header(f, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
             f"{what}: not a .npy file (it does not start with the NPY magic string); "
             f"pickles and other formats are refused, never unpickled"
         ) from None
+    # Version 3.0 differs from 2.0 only in decoding the header as UTF-8, not Latin-1: the same for every header
+    # that describes plain numbers (non-ASCII appears only in the field names of structured dtypes, refused below).
+    two = np.lib.format.read_array_header_2_0
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): two, (3, 0): two}
+    if version not in readers:
+        raise InputError(
+            f"{what}: unsupported .npy format version {version[0]}.{version[1]} (expected 1.0, 2.0 or 3.0)"
+        )
     try:
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise InputError(f"{what}: unsupported .npy format version {version[0]}.{version[1]} (expected 1.0 or 2.0)")
-    except ValueError as err:
-        detail = str(err) if len(str(err)) <= 120 else str(err)[:117] + "..."
-        raise InputError(f"{what}: corrupt .npy header ({detail!r})") from None
+        with warnings.catch_warnings():
+            # NumPy warns when a header needed its Python 2 fix-up ("1L"); such a header is still read exactly.
+            warnings.simplefilter("ignore", UserWarning)
+            shape, fortran, dtype = readers[version](f)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        raise  # the container, not the header: the caller names it
+    except Exception as err:  # a damaged header can make NumPy's parser raise almost anything
+        text = " ".join(str(err).split()) or type(err).__name__
+        detail = text if len(text) <= 120 else text[:117] + "..."
+        raise InputError(f"{what}: corrupt .npy header ({detail!r}); write the file again with np.save") from None
+    if any(n < 0 for n in shape):
+        raise InputError(f"{what}: corrupt .npy header (negative dimension in shape {shape}); write the file again")
+    if math.prod(n for n in shape if n) * max(dtype.itemsize, 1) >= 2**63:
+        raise InputError(f"{what}: corrupt .npy header (shape {shape} of {dtype} exceeds 2^63 bytes)")
     if dtype.hasobject:
         raise InputError(
             f"{what}: holds Python objects (dtype {dtype}); refused: jaxloss reads numbers only and "
             f"never unpickles (allow_pickle=False)"
         )
-    return shape, fortran, dtype
+    return tuple(shape), fortran, dtype
 
 
 def _expect_bytes(what: str, shape, dtype: np.dtype, available: int) -> None:
@@ -64,12 +98,13 @@ def _expect_bytes(what: str, shape, dtype: np.dtype, available: int) -> None:
 def _open_npy(path: str, what: str) -> np.ndarray:
     try:
         with open(path, "rb") as f:
-            shape, _, dtype = _npy_header(f, what)
+            shape, fortran, dtype = _npy_header(f, what)
             offset = f.tell()
         _expect_bytes(what, shape, dtype, os.path.getsize(path) - offset)
         if math.prod(shape) == 0:
             return np.zeros(shape, dtype)  # nothing to map
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        # The header just parsed, mapped as np.load(mmap_mode="r") would (which would parse it a second time).
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
     except OSError as err:
         raise InputError(f"{what}: cannot read {path} ({err.strerror or err})") from None
 
@@ -91,7 +126,7 @@ class _ZipRows:
     def _read(self, n: int) -> bytes:
         try:
             data = self._file.read(n)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        except _ZIP_ERRORS as err:
             raise InputError(f"{self.what}: corrupt compressed data ({err})") from None
         if len(data) < n:
             raise InputError(f"{self.what}: truncated: the compressed data ends before the rows its header promises")
@@ -104,14 +139,18 @@ class _ZipRows:
         stop = max(stop, start)
         if self._file is None or start < self._next:
             self.close()
-            self._archive = zipfile.ZipFile(self.path)
-            self._file = self._archive.open(self.member)
+            try:
+                self._archive = zipfile.ZipFile(self.path)
+                self._file = self._archive.open(self.member)
+            except _ZIP_ERRORS as err:
+                raise InputError(f"{self.what}: corrupt .npz archive ({err})") from None
             self._read(self.data_offset)
             self._next = 0
         if start > self._next:
             self._read((start - self._next) * self.row_bytes)
         data = self._read((stop - start) * self.row_bytes)
         self._next = stop
+        # In the file's byte order; jaxloss.streaming converts each batch to the native one.
         return np.frombuffer(data, self.dtype).reshape((stop - start, *self.shape[1:]))
 
     def close(self) -> None:
@@ -124,47 +163,56 @@ class _ZipRows:
 def _open_npz(path: str, key: str | None, what: str):
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise InputError(f"{what}: not a valid .npz archive (corrupt or truncated zip file)") from None
     except OSError as err:
         raise InputError(f"{what}: cannot read {path} ({err.strerror or err})") from None
+    except _ZIP_ERRORS:
+        raise InputError(f"{what}: not a valid .npz archive (corrupt or truncated zip file)") from None
     with archive:
-        keys = sorted(name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy"))
-        if key is None:
-            if len(keys) != 1:
-                listed = ", ".join(keys) if keys else "none"
-                raise InputError(f"{what}: name the array as {path}:KEY; the archive holds {len(keys)} ({listed})")
-            key = keys[0]
-        if key not in keys:
-            listed = ", ".join(keys) if keys else "none"
-            raise InputError(f"{what}: no array named {key!r} in {path}; it holds: {listed}")
-        info = archive.getinfo(key + ".npy")
         try:
-            with archive.open(info) as f:
-                shape, fortran, dtype = _npy_header(f, what)
-                data_offset = f.tell()
-        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            raise InputError(f"{what}: corrupt .npz member {key!r} ({err})") from None
-        _expect_bytes(what, shape, dtype, info.file_size - data_offset)
-        if math.prod(shape) == 0:
-            return np.zeros(shape, dtype)
-        if info.compress_type == zipfile.ZIP_STORED:  # np.savez: the member's bytes lie in the file as they are
-            with open(path, "rb") as raw:
-                raw.seek(info.header_offset)
-                local = raw.read(30)
-            signature, *_, name_length, extra_length = struct.unpack("<IHHHHHIIIHH", local)
-            if signature != 0x04034B50:
-                raise InputError(f"{what}: corrupt .npz archive (bad local header for {key!r})")
-            start = info.header_offset + 30 + name_length + extra_length + data_offset
-            _expect_bytes(what, shape, dtype, os.path.getsize(path) - start)
-            order = "F" if fortran else "C"
-            return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order=order)
-        if fortran:
-            raise InputError(
-                f"{what}: a Fortran-ordered array in a compressed .npz cannot be read row by row; "
-                f"save it with np.savez (uncompressed) or as .npy"
-            )
-        return _ZipRows(path, info.filename, what, shape, dtype, data_offset)
+            return _npz_member(archive, path, key, what)
+        except _ZIP_ERRORS as err:
+            raise InputError(f"{what}: corrupt .npz archive ({' '.join(str(err).split())[:120]})") from None
+
+
+def _npz_member(archive: zipfile.ZipFile, path: str, key: str | None, what: str):
+    keys = sorted(name[: -len(".npy")] for name in archive.namelist() if name.endswith(".npy"))
+    if key is None:
+        if len(keys) != 1:
+            listed = ", ".join(keys) if keys else "none"
+            raise InputError(f"{what}: name the array as {path}:KEY; the archive holds {len(keys)} ({listed})")
+        key = keys[0]
+    if key not in keys:
+        listed = ", ".join(keys) if keys else "none"
+        raise InputError(f"{what}: no array named {key!r} in {path}; it holds: {listed}")
+    info = archive.getinfo(key + ".npy")
+    try:
+        with archive.open(info) as f:
+            shape, fortran, dtype = _npy_header(f, what)
+            data_offset = f.tell()
+    except _ZIP_ERRORS as err:
+        raise InputError(f"{what}: corrupt .npz member {key!r} ({' '.join(str(err).split())[:120]})") from None
+    _expect_bytes(what, shape, dtype, info.file_size - data_offset)
+    if math.prod(shape) == 0:
+        return np.zeros(shape, dtype)
+    if info.compress_type == zipfile.ZIP_STORED:  # np.savez: the member's bytes lie in the file as they are
+        with open(path, "rb") as raw:
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+        if len(local) < 30:
+            raise InputError(f"{what}: corrupt .npz archive (truncated local header for {key!r})")
+        signature, *_, name_length, extra_length = struct.unpack("<IHHHHHIIIHH", local)
+        if signature != 0x04034B50:
+            raise InputError(f"{what}: corrupt .npz archive (bad local header for {key!r})")
+        start = info.header_offset + 30 + name_length + extra_length + data_offset
+        _expect_bytes(what, shape, dtype, os.path.getsize(path) - start)
+        order = "F" if fortran else "C"
+        return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order=order)
+    if fortran and sum(n > 1 for n in shape) > 1:  # (a vector is the same in either order)
+        raise InputError(
+            f"{what}: a Fortran-ordered array in a compressed .npz cannot be read row by row; "
+            f"save it with np.savez (uncompressed) or as .npy"
+        )
+    return _ZipRows(path, info.filename, what, shape, dtype, data_offset)
 
 
 def open_array(spec: str, what: str):

@@ -15,8 +15,9 @@ import math
 import numbers
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NamedTuple, TextIO
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol, TextIO
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from . import _mean
 from ._format import si
 from ._mean import Mean
 
-__all__ = ["Mean", "evaluate", "stream"]
+__all__ = ["Mean", "Violation", "evaluate", "stream"]
 
 # Automatic batch size, in bytes of input per step: on a CPU a batch that stays in cache streams fastest
 # (measured: 0.5-1M rows of two float32 vectors beat 4M by 3-5x); an accelerator wants fewer, larger copies.
@@ -99,13 +100,33 @@ class _Silent:
         pass
 
 
+class Violation(NamedTuple):
+    """What a value check of :func:`stream` found in one array: how many elements fail, and the first one."""
+
+    count: int  # elements that fail the check (in the rows checked)
+    index: tuple[int, ...]  # the first one's index in the whole array (row first)
+    value: Any  # its value, a NumPy scalar in the array's dtype
+
+
 class Stream(NamedTuple):
-    """What :func:`stream` measured: the final state, the rows streamed and the steady-state rate."""
+    """What :func:`stream` measured: the final state, the rows streamed, the steady-state rate, failed checks."""
 
     state: Mean
     rows: int
     seconds: float  # wall time of the whole stream, compilation included
     rows_per_second: float  # after the first (compiling) step; over everything when there is one step
+    violations: Mapping[str, Violation] = types.MappingProxyType({})  # by the name of each array failing its check
+
+
+class Rule(Protocol):
+    """A value check (e.g. a role's rule in ``jaxloss._api.ROLES``): ``ok`` is True where a value is allowed;
+    ``data`` says whether the values ``where`` leaves out or a weight of 0 drops are exempt."""
+
+    @property
+    def ok(self) -> Callable[[jax.Array], jax.Array]: ...
+
+    @property
+    def data(self) -> bool: ...
 
 
 def _rows(fn: str, name: str, x) -> tuple[Any, int]:
@@ -130,14 +151,23 @@ def _device_rows(x: jax.Array, start, size: int) -> jax.Array:
     return jax.lax.dynamic_slice_in_dim(x, start, size)
 
 
+def _device_dtype(dtype) -> np.dtype:
+    """The dtype JAX computes a host array of ``dtype`` in: native byte order (a big-endian ">f4" file is
+    byte-swapped batch by batch as it streams), 64-bit types narrowed unless x64 is on."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.dtype(dtype).newbyteorder("=")))
+
+
 def _host_batch(x, start: int, stop: int, size: int):
     """Rows [start, stop) of ``x`` as a ``size``-row batch (zero-padded), in the dtype JAX will use."""
     if isinstance(x, jax.Array):  # already on a device: slice there
         if stop - start == size:
             return _device_rows(x, start, size)
         return jnp.pad(x[start:stop], [(0, size - (stop - start))] + [(0, 0)] * (x.ndim - 1))
-    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
-    batch = np.asarray(x[start:stop], dtype=dtype)  # reads just these rows (from disk for a memmap)
+    dtype = _device_dtype(x.dtype)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes +-inf, as in JAX (and is reported)
+        batch = np.asarray(x[start:stop], dtype=dtype)  # reads just these rows (from disk for a memmap)
+    if dtype == np.bool_:  # a file's bool bytes may hold any value; NumPy reads nonzero as True: make that 1
+        batch = batch.view(np.uint8) != 0
     if stop - start < size:
         padded = np.zeros((size, *batch.shape[1:]), dtype)
         padded[: stop - start] = batch
@@ -145,11 +175,15 @@ def _host_batch(x, start: int, stop: int, size: int):
     return batch
 
 
+def row_bytes(data) -> int:
+    """Bytes one row of every array in ``data`` takes in a device batch (in the dtypes JAX computes in)."""
+    return sum(math.prod(x.shape[1:]) * _device_dtype(x.dtype).itemsize for x in data)
+
+
 def _auto_batch_size(data) -> int:
     """The power of two of rows that keeps one batch of every array near _BATCH_BYTES for the default device."""
-    row_bytes = sum(math.prod(x.shape[1:]) * jax.dtypes.canonicalize_dtype(x.dtype).itemsize for x in data)
     target = _BATCH_BYTES.get(jax.devices()[0].platform, _BATCH_BYTES_ACCELERATOR)
-    return 2 ** max(0, int(math.log2(max(target // max(row_bytes, 1), 1))))
+    return 2 ** max(0, int(math.log2(max(target // max(row_bytes(data), 1), 1))))
 
 
 def _per_row(x: jax.Array, ndim: int) -> jax.Array:
@@ -186,6 +220,36 @@ def _step(loss, state: Mean, n_valid, arrays, weights, where) -> Mean:
     return _mean.update(state, values, weights, jnp.broadcast_to(selected, values.shape))
 
 
+def _failures(rule, x: jax.Array, n_valid, weights, where) -> jax.Array:
+    """Where ``x`` (one batch) fails ``rule``, flattened: in the real rows (not the padding), and for a data rule
+    only where ``where`` selects and the weight is not 0 (as in jaxloss.checked)."""
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.int8)  # the rules compare with numbers (a bool label is 0 or 1)
+    rows = x.shape[0]
+    keep = _per_row(jnp.arange(rows) < n_valid, x.ndim)
+    if rule.data:
+        for exempt in (where, None if weights is None else weights != 0):
+            if exempt is not None and exempt.shape in ((rows,), x.shape):
+                keep = keep & _per_row(exempt, x.ndim)
+    return (~rule.ok(x) & keep).ravel()
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _step_checked(loss, rules, state: Mean, n_valid, data, arrays, weights, where):
+    """:func:`_step` and the number of failures of each value check, in one compiled step (a batch holds < 2**31
+    elements, so an int32 count is exact)."""
+    counts = [jnp.sum(_failures(rule, data[i], n_valid, weights, where), dtype=jnp.int32) for i, rule in rules]
+    return _step(loss, state, n_valid, arrays, weights, where), jnp.stack(counts)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _first_failure(rule, position: int, n_valid, data, weights, where):
+    """The flat index in the batch of the first value failing ``rule``, and that value (run only on a batch that
+    has one, so the common step pays for a count, not for a search)."""
+    index = jnp.argmax(_failures(rule, data[position], n_valid, weights, where))
+    return index, data[position].ravel()[index]
+
+
 def stream(
     loss: Callable[..., jax.Array],
     /,
@@ -193,13 +257,17 @@ def stream(
     batch_size: int | None = None,
     weights: Any = None,
     where: Any = None,
-    progress: bool | Progress = True,
+    progress: bool | Progress = False,
+    checks: Mapping[str, Rule] | None = None,
 ) -> Stream:
     """:func:`evaluate`, returning the final :class:`Mean` state and the measured rate (used by the command line).
 
     Takes the same arguments as :func:`evaluate`; ``progress`` may also be a :class:`Progress`
-    to draw on. Returns a :class:`Stream`: ``state`` (merge it with other streams' states),
-    ``rows``, ``seconds`` and ``rows_per_second``.
+    to draw on. ``checks`` maps an array's name (``"arrays[1]"``, ``"weights"``) to a value
+    check (a :class:`Rule`, e.g. ``jaxloss._api.ROLES["labels"].rule``), run on the device
+    batch by batch. Returns a :class:`Stream`: ``state`` (merge it with other streams' states),
+    ``rows``, ``seconds``, ``rows_per_second`` and ``violations``: for each array that fails
+    its check, the number of failing elements and the first one (index and value).
 
     Example:
       >>> import numpy as np, jaxloss
@@ -233,6 +301,11 @@ def stream(
             f"Pass where.astype(bool)."
         )
     data = [checked[name][0] for name, _ in named]
+    positions = {name: i for i, (name, _) in enumerate(named)}
+    unknown = sorted(set(checks or {}) - set(positions))
+    if unknown:
+        raise ValueError(f"jaxloss.{fn}: checks name no array: {unknown}; the arrays are {sorted(positions)}.")
+    rules = tuple((positions[name], rule) for name, rule in (checks or {}).items())
     if batch_size is None:
         batch_size = _auto_batch_size(data)
     size = min(int(batch_size), max(n_rows, 1))
@@ -253,6 +326,8 @@ def stream(
     else:
         bar = Progress(n_rows, label="jaxloss.evaluate", unit="rows", stream=None if progress else _Silent())
     state = Mean.empty()
+    counts = [0] * len(rules)
+    firsts: list[tuple[tuple[int, ...], Any] | None] = [None] * len(rules)
     n_batches = -(-n_rows // size)
     start = time.perf_counter()
     bar.update(0, force=True)
@@ -260,10 +335,24 @@ def stream(
     done = 0
     for k in range(n_batches):
         n_valid, batch = following
-        state = _step(loss, state, n_valid, *unpack(batch))  # dispatched asynchronously
+        arrays_k, weights_k, where_k = unpack(batch)
+        if rules:  # dispatched asynchronously
+            state, failed = _step_checked(loss, rules, state, n_valid, batch, arrays_k, weights_k, where_k)
+        else:
+            state = _step(loss, state, n_valid, arrays_k, weights_k, where_k)
         if k + 1 < n_batches:
             following = put(k + 1)  # read and copy the next batch while this one computes
         state = jax.block_until_ready(state)
+        if rules:
+            for j, n in enumerate(np.asarray(failed).tolist()):
+                counts[j] += n
+                if n and firsts[j] is None:
+                    position, rule = rules[j]
+                    index, value = _first_failure(rule, position, n_valid, batch, weights_k, where_k)
+                    shape = data[position].shape
+                    flat = k * size * math.prod(shape[1:]) + int(index)
+                    at = tuple(int(i) for i in np.unravel_index(flat, shape))
+                    firsts[j] = (at, np.asarray(value)[()])
         done += n_valid
         if k == 0:
             bar.started(done)
@@ -271,7 +360,12 @@ def stream(
     end = time.perf_counter()
     bar.close(done)
     rate = bar.rate(done, end)
-    return Stream(state, n_rows, end - start, rate)
+    violations = {}
+    for name, count, first in zip(checks or {}, counts, firsts, strict=True):
+        if count:
+            assert first is not None
+            violations[name] = Violation(count, *first)
+    return Stream(state, n_rows, end - start, rate, violations)
 
 
 def evaluate(
@@ -281,7 +375,7 @@ def evaluate(
     batch_size: int | None = None,
     weights: Any = None,
     where: Any = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> tuple[jax.Array, int]:
     r"""Mean of ``loss(*arrays)`` over a data set, streamed in batches of rows through one compiled step.
 
@@ -312,7 +406,8 @@ def evaluate(
       weights: optional non-negative weights, shape ``(N,)`` (one per row) or the
         loss's shape ``(N, ...)``.
       where: optional boolean selection, shape ``(N,)`` or ``(N, ...)`` like ``weights``.
-      progress: draw a progress line with the rate (rows/s) on stderr.
+      progress: draw a progress line with the rate (rows/s) on stderr (off by default: a library prints nothing
+        unasked; the command line turns it on).
 
     Returns:
       ``(mean, count)``: the mean as a scalar array (float32, float64 under x64) and the

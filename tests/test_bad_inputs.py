@@ -2,7 +2,10 @@
 
 Every row is a call (a Python expression) and its outcome: an exception type and the start of its message
 (which names the function and the argument), a value, or "the same result as" another call. Rows that
-``jaxloss.checked`` turns into errors call it explicitly.
+``jaxloss.checked`` turns into errors call it explicitly. Command-line rows are a ``jaxloss eval`` command run
+(in this process, ``jaxloss.cli.main``) in a directory holding the files ``CLI_SETUP`` writes, and its outcome:
+exit 2 with one error line, or exit 0 with the JSON fields shown; a row whose proof needs a process of its own
+(killed mid-write, the fuzzer) names the test that proves it.
 
 The same table renders ``docs/bad_inputs.md``; ``test_the_rendered_matrix_is_up_to_date`` keeps the two in
 sync. Regenerate the page with ``python tests/test_bad_inputs.py``.
@@ -10,16 +13,22 @@ sync. Regenerate the page with ``python tests/test_bad_inputs.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import json
+import math
+import os
 import pathlib
 import re
+import shlex
 import sys
 
 import numpy as np
 import pytest
 from jax.experimental import checkify
 
-from jaxloss import _api
+from jaxloss import _api, cli
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bad_inputs.md"
 
@@ -33,6 +42,21 @@ Z = jnp.array([-1.0, 0.0, 2.0])  # logits
 W = jnp.array([1.0, 2.0, 1.0])  # weights
 M = jnp.array([True, False, True])  # where
 R = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # rows of probabilities (or logits)"""
+
+
+# The files the command-line rows use (written into an empty directory, shown at the top of their section).
+CLI_SETUP = """\
+rng = np.random.default_rng(0)
+z = rng.normal(size=1000).astype(np.float32)  # logits
+y = (rng.random(1000) < 0.5).astype(np.float32)  # labels 0 / 1
+np.save("z.npy", z); np.save("y.npy", y)
+np.save("y255.npy", (y * 255).astype(np.uint8))  # labels saved as an 8-bit image
+np.save("y2.npy", y * 2)
+np.save("neg.npy", -np.ones(1000, np.float32)); np.save("big.npy", np.full(1000, 1e36, np.float32))
+np.save("zinf.npy", np.full(1000, np.inf, np.float32))
+np.save("z_be.npy", z.astype(">f4"))  # big-endian
+np.savez_compressed("wide.npz", logits=np.zeros((4, 2_000_000), np.float32))  # 0.03 MB holding 32 MB
+os.symlink("z.npy", "link.npy"); os.link("z.npy", "hard.npy")"""
 
 
 def namespace() -> dict:
@@ -77,11 +101,51 @@ class Same:
 
 
 @dataclasses.dataclass(frozen=True)
+class Refused:
+    """The command exits with 2, prints nothing on stdout, and its one error line starts with ``message``."""
+
+    message: str
+
+    def render(self) -> str:
+        return f"**exit 2**: {self.message}…"
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """The command exits with 0 and its JSON holds these fields (``"finite"``: a finite number; ``"as <call>"``:
+    the same value as that command gives)."""
+
+    fields: tuple[tuple[str, object], ...]
+
+    def render(self) -> str:
+        return "**exit 0**: " + ", ".join(f"`{k}`: {json.dumps(v) if k else v}" for k, v in self.fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finite:
+    """The result is a finite float32 number."""
+
+    def render(self) -> str:
+        return "a finite float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProvenBy:
+    """A case that needs a process of its own (a kill, thousands of runs): the named test proves ``what``."""
+
+    test: str
+    what: str
+
+    def render(self) -> str:
+        return f"{self.what} (`{self.test}`)"
+
+
+@dataclasses.dataclass(frozen=True)
 class Row:
     category: str
     case: str
     call: str
-    outcome: Raises | Value | Same
+    outcome: Raises | Value | Same | Refused | Output | Finite | ProvenBy
 
 
 # --------------------------------------------------------------------------- the rows
@@ -867,7 +931,81 @@ def option_rows() -> list[Row]:
     return rows
 
 
-ROWS: list[Row] = dtype_rows() + shape_rows() + scalar_rows() + empty_rows() + special_rows() + option_rows()
+def overflow_rows() -> list[Row]:
+    """Weights near the float32 limit: their sum overflows, their mean must not (issue 13)."""
+    big = "jnp.array([1.7e38, 1.7e38, 1.7e38])"
+    return [
+        Row("weights overflow", "weights sum past float32", f"jaxloss.mean(jnp.array([1.0, 2.0, 3.0]), weights={big})",
+            Value("2.0")),
+        Row("weights overflow", "weights sum past float32, one 0",
+            "jaxloss.mean(jnp.array([1.0, 2.0, 3.0]), weights=jnp.array([1.7e38, 1.7e38, 0.0]))", Value("1.5")),
+        Row("weights overflow", "weights 1e36", "jaxloss.bce_with_logits(Z, Y, weights=jnp.full(3, 1e36))", Finite()),
+    ]  # fmt: skip
+
+
+def byte_order_rows() -> list[Row]:
+    """A big-endian NumPy array (a ">f4" file read with np.load) is read as its values, by every public function."""
+    rows = []
+    for arg, call in FIRST.values():
+        x = "Z" if arg == "logits" else "P"
+        big = f"np.asarray({x}).astype('>f4')"
+        rows.append(Row("byte order", "big-endian float32", call.format(x=big), Same(call.format(x=x))))
+    rows.append(
+        Row("byte order", "big-endian labels", "jaxloss.bce_with_logits(Z, np.asarray(Y).astype('>f8'))",
+            Same("jaxloss.bce_with_logits(Z, Y)"))
+    )  # fmt: skip
+    return rows
+
+
+def cli_rows() -> list[Row]:
+    """``jaxloss eval`` on bad files and options: refused in one line (exit 2), or the right result (issue 13)."""
+    bce = "jaxloss eval --loss bce-logits"
+    same = "--json {0} is the input PRED z.npy (the same file)"
+    labels = "jaxloss eval: error: TARGETS {0}: labels must be in [0, 1]; "
+    rows = [
+        ("--json names an input", f"{bce} z.npy y.npy --json=z.npy",
+         Refused("jaxloss eval: error: " + same.format("z.npy"))),
+        ("--json is a symlink to an input", f"{bce} z.npy y.npy --json=link.npy",
+         Refused("jaxloss eval: error: " + same.format("link.npy"))),
+        ("--json is a hard link to an input", f"{bce} z.npy y.npy --json=hard.npy",
+         Refused("jaxloss eval: error: " + same.format("hard.npy"))),
+        ("labels saved as 0/255", f"{bce} z.npy y255.npy", Refused(labels.format("y255.npy"))),
+        ("labels times 2", f"{bce} z.npy y2.npy", Refused(labels.format("y2.npy"))),
+        ("labels 0/255, --no-check", f"{bce} z.npy y255.npy --no-check --json",
+         Output((("checks", "off"),))),
+        ("probabilities outside [0, 1]", "jaxloss eval --loss bce z.npy y.npy",
+         Refused("jaxloss eval: error: PRED z.npy: probabilities must be in [0, 1]; ")),
+        ("weights all -1", f"{bce} z.npy y.npy --weights neg.npy",
+         Refused("jaxloss eval: error: --weights neg.npy: weights must be finite and >= 0; 1,000 values fail, "
+                 "the first in row 0: weights[0] = -1.0")),
+        ("weights all 1e36", f"{bce} z.npy y.npy --weights big.npy --json",
+         Output((("value", "finite"), ("", f"within 8 float32 eps of `{bce} z.npy y.npy --json`")))),
+        ("a row wider than --max-memory", "jaxloss eval --loss entropy-logits wide.npz:logits --max-memory 16M",
+         Refused("jaxloss eval: error: one row of the inputs takes 8,000,000 bytes")),
+        ("an infinite loss, --json", f"{bce} zinf.npy y.npy --json",
+         Output((("value", None), ("value_nonfinite", "inf")))),
+        ("big-endian >f4 logits", f"{bce} z_be.npy y.npy --json",
+         Output((("", f"same as `{bce} z.npy y.npy --json`"),))),
+        ("killed (SIGKILL) while writing --json", f"{bce} z.npy y.npy --json=out.json",
+         ProvenBy("tests/test_cli.py::test_subprocess_sigkill_mid_write_leaves_no_partial_output",
+                  "out.json is absent (or its old content) or complete")),
+        ("damaged .npy / .npz headers and data", f"{bce} DAMAGED.npy y.npy --json",
+         ProvenBy("tests/test_fuzz.py", "exit 0 with the correct value, or exit 2 with one line; no traceback")),
+    ]  # fmt: skip
+    return [Row("command line", case, call, outcome) for case, call, outcome in rows]
+
+
+ROWS: list[Row] = (
+    dtype_rows()
+    + shape_rows()
+    + scalar_rows()
+    + empty_rows()
+    + special_rows()
+    + option_rows()
+    + overflow_rows()
+    + byte_order_rows()
+    + cli_rows()
+)
 
 
 # --------------------------------------------------------------------------- the test
@@ -877,10 +1015,71 @@ def row_id(row: Row) -> str:
     return f"{row.category}: {row.case}: {row.call}"
 
 
-@pytest.mark.parametrize("row", [pytest.param(row, id=row_id(row)) for row in ROWS])
-def test_row(row: Row):
-    ns = namespace()
+@pytest.fixture(scope="module")
+def cli_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad_inputs_cli")
+    previous = os.getcwd()
+    os.chdir(d)
+    try:
+        exec(CLI_SETUP, {"np": np, "os": os})  # the rendered page shows exactly this
+    finally:
+        os.chdir(previous)
+    return d
+
+
+def run_cli(command: str, directory: pathlib.Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(shlex.split(command)[1:])
+    finally:
+        os.chdir(previous)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_command(row: Row, directory: pathlib.Path) -> None:
+    code, out, err = run_cli(row.call, directory)
     outcome = row.outcome
+    if isinstance(outcome, Refused):
+        lines = err.splitlines()
+        assert (code, out) == (2, ""), (code, out, err)
+        assert [line for line in lines if "error:" in line] == lines[-1:], err  # one error line, the last
+        assert all(line.startswith("jaxloss eval: ") for line in lines), err  # progress lines at most before it
+        assert lines[-1].startswith(outcome.message), f"{lines[-1]!r} does not start with {outcome.message!r}"
+        return
+    assert code == 0, err
+    report = json.loads(out, parse_constant=lambda c: pytest.fail(f"not standard JSON: {c}"))
+    for key, want in outcome.fields:
+        if not key:  # "same as <command>" (bit for bit) or "within 8 float32 eps of <command>"
+            other = json.loads(run_cli(str(want).split("`")[1], directory)[1])
+            # Equal weights: the weighted mean rounds differently from the plain one, by a few ulp of the float32
+            # totals (both compensated); 8 eps, as for the streamed means in tests/test_cli.py.
+            rel = 0.0 if str(want).startswith("same as") else 8 * float(np.finfo(np.float32).eps)
+            assert math.isclose(report["value"], other["value"], rel_tol=rel), (report, other)
+        elif want == "finite":
+            assert isinstance(report[key], float) and math.isfinite(report[key]), report
+        else:
+            assert report[key] == want, report
+
+
+@pytest.mark.parametrize("row", [pytest.param(row, id=row_id(row)) for row in ROWS])
+def test_row(row: Row, request):
+    outcome = row.outcome
+    if isinstance(outcome, ProvenBy):
+        path, _, name = outcome.test.partition("::")
+        text = (DOC.parent.parent / path).read_text()  # the proving test exists (it runs in its own file)
+        assert not name or f"def {name}(" in text, f"{outcome.test} does not exist"
+        return
+    if row.call.startswith("jaxloss "):
+        check_command(row, request.getfixturevalue("cli_dir"))
+        return
+    ns = namespace()
+    if isinstance(outcome, Finite):
+        got = np.asarray(eval(row.call, ns))
+        assert got.dtype == np.float32 and np.isfinite(got).all(), got
+        return
     if isinstance(outcome, Raises):
         with pytest.raises(outcome.error) as info:
             eval(row.call, ns)
@@ -938,7 +1137,20 @@ def render() -> str:
     for number, row in enumerate(ROWS, 1):
         if row.category != category:
             category = row.category
-            lines += ["", f"## {category}", "", "| # | case | call | outcome |", "|---|---|---|---|"]
+            lines += ["", f"## {category}", ""]
+            if category == "command line":
+                lines += [
+                    "Each command runs in a directory holding the files this writes (with the setup above, and `os`):",
+                    "",
+                    "```python",
+                    CLI_SETUP,
+                    "```",
+                    "",
+                    "`exit 2`: nothing on stdout; on stderr one error line (after progress lines at most), starting as",
+                    "shown. `exit 0`: the `--json` object holds the fields shown (standard JSON: no NaN or Infinity).",
+                    "",
+                ]
+            lines += ["| # | case | call | outcome |", "|---|---|---|---|"]
         outcome = row.outcome.render().replace("|", "\\|")
         call = row.call.replace("|", "\\|")
         lines.append(f"| {number} | {row.case} | `{call}` | {outcome} |")
