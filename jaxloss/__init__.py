@@ -2,39 +2,83 @@
 
 Every function is pure and jit-compiled, takes arrays by position or by optax's names (``logits=``, ``labels=``,
 ``predictions=``, ``targets=``) and options by keyword only, and comes with closed-form first and second derivatives.
+
+The public names are loaded on first use (PEP 562), so that ``import jaxloss`` -- and the command line's ``--help``
+-- does not import JAX until a function is asked for; ``from jaxloss import entropy`` and ``jaxloss.entropy`` work as
+for any module, and type checkers read the imports below.
 """
 
-from . import batch as batch
-from . import streaming as streaming
-from ._info import __version__ as __version__
-from ._info import info as info
-from .classification import bce_with_logits as bce_with_logits
-from .classification import binary_cross_entropy as binary_cross_entropy
-from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
-from .entropy import binary_entropy as binary_entropy
-from .entropy import binary_entropy_from_logits as binary_entropy_from_logits
-from .entropy import entropy as entropy
-from .entropy import entropy_from_logits as entropy_from_logits
-from .reduce import mean as mean
-from .regression import half_squared_error as half_squared_error
-from .regression import mse as mse
-from .regression import squared_error as squared_error
-from .validate import checked as checked
+from __future__ import annotations
 
-__all__ = [
-    "batch",
-    "bce_with_logits",
-    "binary_cross_entropy",
-    "binary_entropy",
-    "binary_entropy_from_logits",
-    "checked",
-    "entropy",
-    "entropy_from_logits",
-    "half_squared_error",
-    "info",
-    "mean",
-    "mse",
-    "sigmoid_binary_cross_entropy",
-    "squared_error",
-    "streaming",
-]
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from . import batch as batch
+    from . import streaming as streaming
+    from ._info import info as info
+    from .classification import bce_with_logits as bce_with_logits
+    from .classification import binary_cross_entropy as binary_cross_entropy
+    from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
+    from .entropy import binary_entropy as binary_entropy
+    from .entropy import binary_entropy_from_logits as binary_entropy_from_logits
+    from .entropy import entropy as entropy
+    from .entropy import entropy_from_logits as entropy_from_logits
+    from .reduce import mean as mean
+    from .regression import half_squared_error as half_squared_error
+    from .regression import mse as mse
+    from .regression import squared_error as squared_error
+    from .validate import checked as checked
+
+# public name -> the module that defines it (None: the name is a module itself)
+_HOMES: dict[str, str | None] = {
+    "batch": None,
+    "bce_with_logits": "classification",
+    "binary_cross_entropy": "classification",
+    "binary_entropy": "entropy",
+    "binary_entropy_from_logits": "entropy",
+    "checked": "validate",
+    "entropy": "entropy",
+    "entropy_from_logits": "entropy",
+    "half_squared_error": "regression",
+    "info": "_info",
+    "mean": "reduce",
+    "mse": "regression",
+    "sigmoid_binary_cross_entropy": "classification",
+    "squared_error": "regression",
+    "streaming": None,
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'jaxloss' has no attribute {name!r}")
+    home = _HOMES[name]
+    module = importlib.import_module(f".{home or name}", __name__)
+    value = module if home is None else getattr(module, name)
+    globals()[name] = value  # once loaded, an ordinary module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
+
+
+class _Package(types.ModuleType):
+    """The import system sets a package attribute for each submodule it loads: ``jaxloss.entropy`` would become the
+    module ``jaxloss.entropy`` once anything imports it. A public name that a module defines keeps its meaning (the
+    function ``entropy``), whatever was imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) is not None:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 
 import jax
 import jaxlib
 
 from . import _kernels
 from ._kernels import backend, cpu
+from ._version import __version__
 
 __all__ = ["__version__", "info"]
-
-try:
-    __version__ = metadata.version("jaxloss")
-except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
 
 
 def info() -> str:
@@ -63,3 +58,9 @@ def info() -> str:
                 state = "available"
             lines.append(f"    {path}: {state}")
     return "\n".join(lines)
+
+
+def run(args=None) -> int:
+    """``jaxloss info``: print :func:`info`; returns the exit code (0)."""
+    print(info())
+    return 0

@@ -207,10 +207,79 @@ def test_eval_reports_nan_rows(files, capsys, tmp_path):
     assert table(out)["value"] == "nan" and table(out)["nan"] == "3"
 
 
-def test_no_command_runs_the_demo(monkeypatch):
+def test_no_command_prints_the_usage_and_runs_nothing(monkeypatch, capsys):
     ran = []
     monkeypatch.setattr(demo, "run", lambda args: ran.append(args.command) or 0)
-    assert cli.main([]) == 0 and ran == [None]
+    assert cli.main([]) == 2 and ran == []
+    err = capsys.readouterr().err
+    assert err.startswith("usage: jaxloss") and "error: choose a command" in err
+
+
+def test_help_and_argument_errors_do_not_import_jax():
+    """The parser and its errors answer without importing JAX (JAX is imported by the command that needs it)."""
+    code = (
+        "import sys\nfrom jaxloss import cli\n"
+        "for argv in (['--help'], ['fit'], ['eval']):\n"
+        "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+        "print('jax imported' if 'jax' in sys.modules else 'no jax')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "no jax", result.stdout + result.stderr
+    assert "usage: jaxloss" in result.stdout and "invalid choice: 'fit'" in result.stderr
+
+
+def test_eval_help_lists_the_declared_losses(capsys):
+    from jaxloss import _cmd_eval
+
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    out = capsys.readouterr().out
+    assert f"losses: {', '.join(_cmd_eval.LOSSES)}" in " ".join(out.split())
+    assert cli._DEFAULT_MAX_MEMORY_MIB * 2**20 == _cmd_eval.DEFAULT_MAX_MEMORY  # the --help text's default
+
+
+def test_squeeze_reads_a_column_against_a_vector_only_when_asked(tmp_path, capsys):
+    z = np.linspace(-3, 3, 11, dtype=np.float32)
+    y = (np.arange(11) % 2).astype(np.float32)
+    np.save(tmp_path / "zc.npy", z[:, None])
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "z.npy", z)
+    zc, yv = str(tmp_path / "zc.npy"), str(tmp_path / "y.npy")
+    code, _, err = call(capsys, "eval", "--loss", "bce-logits", zc, yv)
+    assert code == 2 and "got (11, 1) and (11,) (for (N, 1) against (N,), pass --squeeze)" in err
+    _, expected, _ = call(capsys, "eval", "--loss", "bce-logits", str(tmp_path / "z.npy"), yv)
+    for argv in ((zc, yv), (str(tmp_path / "z.npy"), str(tmp_path / "y.npy"))):
+        code, out, _ = call(capsys, "eval", "--loss", "bce-logits", "--squeeze", *argv)
+        assert code == 0 and table(out)["value"] == table(expected)["value"]
+
+
+def test_info_command_prints_jaxloss_info(capsys):
+    import jaxloss
+
+    assert cli.main(["info"]) == 0
+    assert capsys.readouterr().out.strip() == jaxloss.info()
+
+
+def test_demo_plot_writes_the_convergence_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -1.0, 0.5, 0.0], np.float32) > 0).astype(np.float32)
+    history = demo.compare_losses(x, y, x, y, steps=12, every=4)
+    assert set(history) == {"squared error", "cross-entropy"}
+    for loss, held_out, accuracy in history.values():
+        assert loss.shape == held_out.shape == accuracy.shape == (12,) and jnp.isfinite(held_out).all()
+    demo._plot(history, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_library_prints_nothing_unasked(capfd):
+    mean, rows = streaming.evaluate(lambda a, b: (a - b) ** 2, np.arange(10.0), np.zeros(10), batch_size=4)
+    assert float(mean) == 28.5 and rows == 10
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
 
 
 def test_ctrl_c_inside_main_is_one_line_and_exit_130(files, capsys, monkeypatch):
@@ -274,15 +343,125 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(case, files, capsys):
 
 
 def test_json_write_failing_after_the_run_is_one_line_and_no_table(files, capsys, monkeypatch, tmp_path):
-    def full_disk(self, *args, **kwargs):
+    def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     code, out, err = call(capsys, "eval", "--loss", "mse", files["z"], files["y"], f"--json={tmp_path / 'r.json'}")
     assert (code, out) == (2, "")
     *progress, last = err.splitlines()  # the run itself went well and reported its progress
     assert all(line.startswith("jaxloss eval: ") and "rows" in line for line in progress)
     assert last.startswith("jaxloss eval: error: --json") and "No space left on device" in last
+    assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary file is left behind
+
+
+def test_json_is_written_whole_with_the_usual_permissions(files, capsys, tmp_path):
+    target = tmp_path / "r.json"
+    target.write_text("old\n")
+    code, _, _ = call(capsys, "eval", "--loss", "mse", files["z"], files["y"], f"--json={target}")
+    assert code == 0
+    assert json.loads(target.read_text())["loss"] == "mse"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_json_is_standard_for_infinite_and_nan_values(files, capsys, tmp_path):
+    for fill, special in ((np.inf, "inf"), (np.nan, "nan")):
+        path = tmp_path / "z.npy"
+        np.save(path, np.full(N, fill, F32))
+        code, out, _ = call(capsys, "eval", "--loss", "mse", str(path), files["y"], "--json")
+        assert code == 0
+        report = json.loads(out, parse_constant=lambda c: pytest.fail(f"not standard JSON: {c}"))
+        assert (report["value"], report["value_nonfinite"]) == (None, special)
+        assert table(call(capsys, "eval", "--loss", "mse", str(path), files["y"])[1])["value"] == special
+
+
+# ----------------------------------------------------------------------------- value checks
+
+
+def test_value_checks_name_the_file_the_first_row_the_value_and_the_count(files, capsys, tmp_path):
+    y = files["Y"].copy()
+    y[[700, 701, 950]] = [2.0, -0.5, 255.0]  # in the sixth batch of 128 rows and later
+    path = tmp_path / "labels.npy"
+    np.save(path, y)
+    code, out, err = call(capsys, "eval", "--loss", "bce-logits", files["z"], str(path), "--batch-size", "128")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        f"jaxloss eval: error: TARGETS {path}: labels must be in [0, 1]; 3 values fail, the first in row 700: "
+        "labels[700] = 2.0. Fix the labels upstream (hard labels 0/1 or soft labels in [0, 1]). "
+        "(--no-check skips this check.)"
+    )
+    mask = np.ones(N, bool)
+    mask[[700, 701, 950]] = False  # the rows left out are not checked, as in jaxloss.checked
+    np.save(tmp_path / "mask.npy", mask)
+    code, out, _ = call(
+        capsys, "eval", "--loss", "bce-logits", files["z"], str(path), "--where", str(tmp_path / "mask.npy")
+    )
+    assert code == 0
+    expected = fmean(bce64(files["Z"][mask], y[mask]))
+    np.testing.assert_allclose(float(table(out)["value"]), expected, rtol=REL)
+
+    code, out, err = call(capsys, "eval", "--loss", "bce-logits", files["z"], str(path), "--no-check")
+    assert code == 0 and table(out)["checks"] == "off"
+    assert "value checks skipped (--no-check)" in err
+
+
+def test_value_checks_per_element_of_2d_probabilities(files, capsys, tmp_path):
+    p = files["P"].copy()
+    p[12, 3] = 1.5
+    np.save(tmp_path / "p.npy", p)
+    code, _, err = call(capsys, "eval", "--loss", "entropy", str(tmp_path / "p.npy"))
+    assert code == 2
+    assert "probabilities must be in [0, 1]; 1 value fails, the first in row 12: probabilities[12, 3] = 1.5" in err
+
+
+def test_bool_labels_read_as_numpy_reads_them(files, capsys, tmp_path):
+    y = files["Y"] > 0
+    path = tmp_path / "yb.npy"
+    np.save(path, y)
+    data = bytearray(path.read_bytes())
+    offset = len(data) - N
+    for i in np.flatnonzero(y)[:10]:
+        data[offset + i] = 62  # a nonzero byte other than 1: NumPy reads True
+    path.write_bytes(bytes(data))
+    code, out, _ = call(capsys, "eval", "--loss", "bce-logits", files["z"], str(path), "--json")
+    assert code == 0
+    np.testing.assert_allclose(json.loads(out)["value"], fmean(bce64(files["Z"], y)), rtol=REL)
+
+
+# ----------------------------------------------------------------------------- byte order, memory budget
+
+
+def test_big_endian_files_are_read(files, capsys, tmp_path):
+    for name, x in (("z", files["Z"]), ("y", files["Y"])):
+        np.save(tmp_path / f"{name}.npy", x.astype(">f4"))
+    np.savez_compressed(tmp_path / "be.npz", z=files["Z"].astype(">f8"))
+    expected = fmean(bce64(files["Z"], files["Y"]))
+    for pred in (tmp_path / "z.npy", f"{tmp_path / 'be.npz'}:z"):
+        code, out, err = call(capsys, "eval", "--loss", "bce-logits", str(pred), str(tmp_path / "y.npy"), "--json")
+        assert code == 0, err
+        np.testing.assert_allclose(json.loads(out)["value"], expected, rtol=REL)
+
+
+def test_memory_budget_sizes_batches_and_refuses_wider_rows(capsys, tmp_path):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(64, 2**16)).astype(F32)  # rows of 256 KiB
+    np.savez_compressed(tmp_path / "wide.npz", logits=logits)
+    spec = f"{tmp_path / 'wide.npz'}:logits"
+    code, out, _ = call(capsys, "eval", "--loss", "entropy-logits", spec, "--max-memory", "8M", "--json")
+    assert code == 0  # batches of 4 rows (8 x 256 KiB each), not the default 16
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(json.loads(out)["value"], fmean(-(p * np.log(p)).sum(-1)), rtol=REL)
+    code, _, err = call(capsys, "eval", "--loss", "entropy-logits", spec, "--max-memory", "1M")
+    assert code == 2 and "one row of the inputs takes 262,144 bytes" in err and "--max-memory" in err
+    code, _, err = call(capsys, "eval", "--loss", "entropy-logits", spec, "--max-memory", "8M", "--batch-size", "64")
+    assert code == 2 and "--batch-size 64 needs about 128 MiB, more than --max-memory 8M" in err
+    code, _, err = call(capsys, "eval", "--loss", "entropy-logits", spec, "--max-memory", "lots")
+    assert code == 2 and "--max-memory 'lots': expected a size" in err
 
 
 def test_object_arrays_are_refused_without_unpickling(files, capsys, tmp_path):
@@ -356,6 +535,78 @@ def test_subprocess_ctrl_c_exits_130_with_one_line(tmp_path):
     assert out == ""
     assert "Traceback" not in err
     assert err.splitlines()[-1] == "jaxloss eval: interrupted"
+
+
+# A child that runs `jaxloss eval` with os.fsync made to stop the process where the output is written but not yet
+# renamed into place: the parent kills it there (SIGKILL), between the write and the rename.
+_PAUSE_IN_FSYNC = """
+import os, sys, time
+from jaxloss import cli
+def fsync(fd):
+    sys.stderr.write("FSYNC\\n"); sys.stderr.flush(); time.sleep(600)
+os.fsync = fsync
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_subprocess_sigkill_mid_write_leaves_no_partial_output(tmp_path):
+    n = 2_000_000
+    np.save(tmp_path / "z.npy", np.zeros(n, F32))
+    np.save(tmp_path / "y.npy", np.ones(n, F32))
+    inputs = [str(tmp_path / "z.npy"), str(tmp_path / "y.npy")]
+    for old in (None, "old content\n"):
+        directory = tmp_path / ("fresh" if old is None else "over_old")
+        directory.mkdir()
+        target = directory / "out.json"
+        if old is not None:
+            target.write_text(old)
+        argv = ["eval", "--loss", "mse", *inputs, f"--json={target}"]
+        process = subprocess.Popen(
+            [sys.executable, "-c", _PAUSE_IN_FSYNC, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            for line in process.stderr:
+                if line == "FSYNC\n":  # the JSON is written to the temporary file, not yet renamed
+                    break
+            else:
+                pytest.fail("the child never reached fsync")
+            written = [p for p in directory.iterdir() if p.name.startswith(".out.json.")]
+            assert len(written) == 1 and json.loads(written[0].read_text())["count"] == n  # mid-write
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+            process.communicate()
+        assert process.returncode == -signal.SIGKILL
+        if old is None:
+            assert not target.exists()  # absent, never partial
+        else:
+            assert target.read_text() == old  # the old content, whole
+        # What SIGKILL leaves: the hidden temporary file, complete, beside out.json (never under its name).
+        assert [p.name for p in directory.iterdir() if p.name != "out.json"] == [written[0].name]
+
+
+def test_subprocess_sigkill_mid_stream_writes_nothing(tmp_path):
+    n = 4_000_000
+    np.save(tmp_path / "z.npy", np.zeros(n, F32))
+    np.save(tmp_path / "y.npy", np.ones(n, F32))
+    target = tmp_path / "out.json"
+    argv = ["eval", "--loss", "mse", str(tmp_path / "z.npy"), str(tmp_path / "y.npy"), "--batch-size", "64"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jaxloss", *argv, f"--json={target}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr.readline().startswith("jaxloss eval:")  # streaming has started
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.communicate()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.npy", "z.npy"]
 
 
 def test_subprocess_demo():

@@ -201,6 +201,24 @@ def check_streaming_stream():
     assert result.rows == 10 and float(result.state.compute()) == float(np.mean(values.astype(np.float64) ** 2))
 
 
+def check_streaming_violation():
+    from jaxloss import _api
+
+    z = np.zeros(10, F32)
+    y = np.linspace(0, 2, 10, dtype=F32)  # labels above 1 from index 5 on (10/9 there)
+    result = streaming.stream(
+        jaxloss.sigmoid_binary_cross_entropy,
+        z,
+        y,
+        batch_size=4,
+        progress=False,
+        checks={"arrays[1]": _api.ROLES["labels"].rule},
+    )
+    found = result.violations["arrays[1]"]
+    assert isinstance(found, streaming.Violation)
+    assert found.count == 5 and found.index == (5,) and found.value == y[5]
+
+
 def check_streaming_mean():
     state = streaming.Mean.empty().update(jnp.asarray([1.0, 2.0, 3.0]))
     assert float(state.compute()) == 2.0
@@ -212,6 +230,7 @@ CHECKS = {
     if name.startswith("check_")
 }
 CHECKS["streaming.Mean"] = CHECKS.pop("streaming.mean")
+CHECKS["streaming.Violation"] = CHECKS.pop("streaming.violation")
 
 
 def test_every_public_function_has_a_smoke_check():
