@@ -26,6 +26,10 @@ __all__ = ["Mean", "accumulate", "prepare", "update"]
 _LO_BITS = 30  # an exact count is the int32 pair (hi, lo) = hi * 2**30 + lo, with 0 <= lo < 2**30
 _LO_MASK = (1 << _LO_BITS) - 1
 _MAX_UPDATE = 2**31 - 1  # elements one update may hold: its own count is an int32
+# The exponent of a state that selected nothing: below every real one (>= -1075), so that max() ignores it and
+# merge(empty, s) is s bit for bit; far enough above int32's minimum that exponent differences cannot wrap.
+_NOTHING = -(2**24)
+_SHAPES = {"total": (2,), "weight": (2,), "count": (2,), "nan_count": (2,), "exponent": ()}
 
 
 # ----------------------------------------------------------------------------- double-word arithmetic
@@ -48,6 +52,20 @@ def _count_as_pair(n, dtype) -> jax.Array:
     if isinstance(n, int):
         return jnp.array([n & ~0xFFF, n & 0xFFF], dtype)
     return jnp.stack([n & ~0xFFF, n & 0xFFF]).astype(dtype)
+
+
+def _rescale(pair: jax.Array, shift: jax.Array) -> jax.Array:
+    """``pair * 2**shift`` for an int32 ``shift <= 0``: exact unless a word leaves the normal range.
+
+    Three factors, each a normal power of two (>= 2**minexp), so that no factor flushes to 0 (XLA:CPU flushes
+    subnormals) and an infinite total stays infinite; below 3 * minexp every finite word rounds to 0 anyway.
+    """
+    minexp = jnp.finfo(pair.dtype).minexp
+    for _ in range(3):
+        step = jnp.maximum(shift, minexp)
+        pair = pair * reduce.power_of_two(step, pair.dtype)
+        shift = shift - step
+    return pair
 
 
 def _pair_to_int(pair) -> int:
@@ -101,13 +119,23 @@ class Mean(NamedTuple):
     stall at 2^24 nor wrap at 2^31 (exact to 2^61). Without ``weights`` the weight total
     is the exact count.
 
+    Any finite weights give a finite mean: both totals are stored times ``2**-exponent``, where
+    ``exponent`` is that of the largest weight seen (:func:`jaxloss.reduce.scaled_totals`; 0 without
+    weights), so the stored weight total stays below 4 per entry however close the weights come to
+    the float maximum. A merge brings the state with the smaller exponent to the larger one by a
+    power of two (exact unless a word drops below the smallest normal number, where it no longer
+    moves the mean), so the laws above hold unchanged.
+
     Attributes:
-      total: ``[2]`` float, :math:`\sum w_i \ell_i` as ``total[0] + total[1]``.
-      weight: ``[2]`` float, :math:`\sum w_i` as ``weight[0] + weight[1]``.
+      total: ``[2]`` float, :math:`\sum w_i \ell_i` as ``(total[0] + total[1]) * 2**exponent``.
+      weight: ``[2]`` float, :math:`\sum w_i` as ``(weight[0] + weight[1]) * 2**exponent``.
       count: ``[2]`` int32, the number of selected entries (``where`` True and weight
         not 0) as ``count[0] * 2**30 + count[1]``; read it with :meth:`num_selected`.
       nan_count: ``[2]`` int32, how many of those are NaN (a NaN makes the mean NaN;
         this says how many); read it with :meth:`num_nan`.
+      exponent: ``[]`` int32, the power of two the totals are stored in units of: 0 without
+        weights, the binary exponent of the largest weight otherwise, and -2**24 while nothing
+        has been selected.
 
     Example:
       >>> import jax.numpy as jnp
@@ -123,6 +151,7 @@ class Mean(NamedTuple):
     weight: jax.Array
     count: jax.Array
     nan_count: jax.Array
+    exponent: jax.Array
 
     @classmethod
     def empty(cls, *, dtype=None) -> Mean:
@@ -130,7 +159,7 @@ class Mean(NamedTuple):
         dtype = _accumulator_dtype("streaming.Mean.empty", dtype)
         zeros = jnp.zeros(2, dtype)
         counts = jnp.zeros(2, jnp.int32)
-        return cls(zeros, zeros, counts, counts)
+        return cls(zeros, zeros, counts, counts, jnp.int32(_NOTHING))
 
     def update(
         self,
@@ -150,7 +179,12 @@ class Mean(NamedTuple):
         return update(self, values, weights, where)
 
     def merge(self, other: Mean) -> Mean:
-        """The state of having seen both streams (commutative and associative; ``empty()`` is the identity)."""
+        """The state of having seen both streams (commutative and associative; ``empty()`` is the identity).
+
+        Both must be single states, as :meth:`empty` makes them; a stacked state (one per device, or the
+        output of ``jax.vmap``) raises ``ValueError``: reduce it first, with :meth:`psum` inside the mapped
+        function or a fold over its rows.
+        """
         return _merge(self, other)
 
     def psum(self, axis_name: Hashable) -> Mean:
@@ -182,6 +216,7 @@ class Mean(NamedTuple):
 
 def prepare(fn: str, state: Mean, values, weights, where):
     """Validated values, weights and mask (see jaxloss.mean), in the accumulator's dtype."""
+    check_state(fn, state)
     values, weights, where = reduce.prepare(fn, values, weights, where)
     if values.size > _MAX_UPDATE:
         raise ValueError(
@@ -190,6 +225,26 @@ def prepare(fn: str, state: Mean, values, weights, where):
         )
     dtype = state.total.dtype
     return values.astype(dtype), None if weights is None else weights.astype(dtype), where
+
+
+def check_state(fn: str, *states: Mean) -> None:
+    """Raise ``ValueError`` (at trace time) unless every state has the fields and shapes of a single state."""
+    for state in states:
+        if not isinstance(state, Mean):
+            raise TypeError(
+                f"jaxloss.{fn}: expected a Mean state; got {type(state).__name__}. Create one with Mean.empty()."
+            )
+    got = [{name: tuple(jnp.shape(leaf)) for name, leaf in zip(Mean._fields, state, strict=True)} for state in states]
+    if all(shapes == _SHAPES for shapes in got):
+        return
+    field = next(name for name in _SHAPES if any(shapes[name] != _SHAPES[name] for shapes in got))
+    which = " and ".join(str(shapes[field]) for shapes in got)
+    raise ValueError(
+        f"jaxloss.{fn}: expected single states ({field} of shape {_SHAPES[field]}); got {field} of shape {which}. "
+        f"A stacked state (one per device, or from jax.vmap) must be reduced first: Mean.psum(axis_name) inside "
+        f"the mapped function, or a fold over its rows, e.g. functools.reduce(Mean.merge, "
+        f"[jax.tree.map(lambda x: x[i], stacked) for i in range(n)])."
+    )
 
 
 def _selected(weights, where):
@@ -208,7 +263,7 @@ def _count_nans(operands) -> jax.Array:
 
 def accumulate(state: Mean, values, weights, where, count) -> Mean:
     """``state`` after prepared values; ``count`` (int32 or a Python int) is the number of entries selected."""
-    total, weight = reduce.totals(values, weights, where)  # the one pass over the values
+    total, weight, exponent = reduce.scaled_totals(values, weights, where)  # the one pass over the values
     # NaNs are counted only when the total says there are some: a second pass over the values (an
     # expensive loss is recomputed in each reduction XLA emits) would halve the throughput.
     nan_count = jax.lax.cond(jnp.isnan(total), _count_nans, lambda _: jnp.int32(0), (values, weights, where))
@@ -217,12 +272,14 @@ def accumulate(state: Mean, values, weights, where, count) -> Mean:
         weight = _count_as_pair(count, values.dtype)
     else:
         weight = jnp.stack([weight, jnp.zeros_like(weight)])
-    return Mean(
-        twofloat.add_pairs(state.total, jnp.stack([total, jnp.zeros_like(total)])),
-        twofloat.add_pairs(state.weight, weight),
-        _add_counts(state.count, _count_pair(count)),
-        _add_counts(state.nan_count, _count_pair(nan_count)),
+    batch = Mean(
+        jnp.stack([total, jnp.zeros_like(total)]),
+        weight,
+        _count_pair(count),
+        _count_pair(nan_count),
+        jnp.where(jnp.asarray(count) > 0, exponent, _NOTHING).astype(jnp.int32),
     )
+    return _add(state, batch)
 
 
 @jax.jit
@@ -233,23 +290,38 @@ def update(state: Mean, values, weights, where) -> Mean:
     return accumulate(state, values, weights, where, count)
 
 
+def _add(state: Mean, other: Mean) -> Mean:
+    """The merge of two checked states: both brought to the larger exponent, then added word by word.
+
+    Symmetric in its arguments, so merge commutes bit for bit; max is associative and the rescaling by powers
+    of two is exact, so merge associates up to the rounding of the compensated sums.
+    """
+    exponent = jnp.maximum(state.exponent, other.exponent)
+    a_total, a_weight = (_rescale(p, state.exponent - exponent) for p in (state.total, state.weight))
+    b_total, b_weight = (_rescale(p, other.exponent - exponent) for p in (other.total, other.weight))
+    return Mean(
+        twofloat.add_pairs(a_total, b_total),
+        twofloat.add_pairs(a_weight, b_weight),
+        _add_counts(state.count, other.count),
+        _add_counts(state.nan_count, other.nan_count),
+        exponent,
+    )
+
+
 @jax.jit
 def _merge(state: Mean, other: Mean) -> Mean:
+    check_state("streaming.Mean.merge", state, other)
     if state.total.dtype != other.total.dtype:
         raise TypeError(
             f"jaxloss.streaming.Mean.merge: both states must accumulate in one dtype; got "
             f"{state.total.dtype} and {other.total.dtype}. Create both with Mean.empty(dtype=...)."
         )
-    return Mean(
-        twofloat.add_pairs(state.total, other.total),
-        twofloat.add_pairs(state.weight, other.weight),
-        _add_counts(state.count, other.count),
-        _add_counts(state.nan_count, other.nan_count),
-    )
+    return _add(state, other)
 
 
 @jax.jit
 def _compute(state: Mean) -> jax.Array:
+    check_state("streaming.Mean.compute", state)
     empty = state.weight[0] == 0
     safe_weight = jnp.where(empty, jnp.array([1, 0], state.weight.dtype), state.weight)
     return jnp.where(empty, 0, twofloat.divide_pairs(state.total, safe_weight))

@@ -13,13 +13,55 @@ from . import _api, _checks
 __all__ = ["mean"]
 
 
-def totals(values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name=None):
-    """(sum(w * values), sum(w)) over the selected elements, in ``values``' dtype (float32 or wider).
+def power_of_two(k: jax.Array, dtype) -> jax.Array:
+    """2**k as a float of ``dtype``, built from its bits; k must lie in the normal range [minexp, maxexp - 1]."""
+    info = jnp.finfo(dtype)
+    int_type = jnp.int32 if info.bits == 32 else jnp.int64
+    biased = (k.astype(int_type) - (info.minexp - 1)) << info.nmant
+    return jax.lax.bitcast_convert_type(biased, dtype)
 
-    Without weights the denominator is an exact integer count. Masked entries are replaced by 0
-    before they are multiplied, so a NaN or inf there reaches neither the total nor a gradient.
-    With ``axis_name`` both totals are ``psum``-ed over that mapped axis (inside ``shard_map``).
+
+def weight_exponent(largest: jax.Array) -> jax.Array:
+    """The int32 E by which the weights are divided: 2**-E * largest lies in [1, 4) for every normal ``largest``.
+
+    E is floor(log2(largest)), read from the float's exponent bits (exact; no ``log2`` rounding), clipped so that
+    2**-E is a normal float: E = maxexp - 2 (127 in float32) for the largest weights, E = minexp - 1 (-127) for
+    0 and subnormals (which XLA:CPU flushes to 0 anyway); inf and NaN give maxexp - 2, whose scaled sums stay
+    inf and NaN.
     """
+    info = jnp.finfo(largest.dtype)
+    int_type = jnp.int32 if info.bits == 32 else jnp.int64
+    bits = jax.lax.bitcast_convert_type(largest, int_type)
+    exponent = ((bits >> info.nmant) & ((1 << info.nexp) - 1)) + (info.minexp - 1)
+    return jnp.clip(exponent, info.minexp - 1, info.maxexp - 2).astype(jnp.int32)
+
+
+def scaled_totals(values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name=None):
+    r"""(T, W, E): the weighted total and the weight total over the selected elements, both times 2**-E.
+
+    .. math::
+        T = \sum_i (w_i 2^{-E})\,\ell_i, \qquad W = \sum_i w_i 2^{-E}, \qquad T / W = \bar\ell
+
+    E is the binary exponent of the largest selected weight (:func:`weight_exponent`), so the scaled weights lie
+    in [0, 4): W cannot overflow (n < 2**31 entries give W < 2**33) whatever finite weights arrive, and T
+    overflows only where the values' own sum would. Scaling by a power of two is exact, so T and W are
+    bit for bit the scaled unscaled sums wherever those are in range: the mean is unchanged where it was
+    finite, and finite where the unscaled sums overflowed (weights of 1e36 .. 3.4e38 in float32, 1e308 in
+    float64) or underflowed (all weights near the smallest normal).
+
+    Each product is formed in an order that cannot leave the float range early: (w 2**-E) ell while w 2**-E is
+    a normal float; for a weight so far below the largest that w 2**-E would underflow (then E > 0), as
+    (w (ell / 4)) (4 * 2**-E), where |w ell / 4| < 2**E cannot overflow. Both are the correctly rounded
+    w ell 2**-E unless that itself leaves the normal range, so a term is lost only where its own scaled value is
+    below the smallest normal number ``tiny``: that moves the mean by at most n * tiny, since W >= 1.
+
+    Without weights E = 0 and W is the exact count. Masked entries, and entries whose weight is 0, are
+    replaced by 0 before they are multiplied, so a NaN or inf there reaches neither the totals nor a gradient.
+    With ``axis_name`` the largest weight is ``pmax``-ed over that mapped axis first, so every device scales by
+    the same E, and then T and W are ``psum``-ed: the ratio is the global mean, exactly as without scaling.
+    E carries no gradient (it is piecewise constant in the weights).
+    """
+    exponent = jnp.int32(0)
     if weights is None:
         if where is None:
             total = jnp.sum(values)
@@ -31,11 +73,33 @@ def totals(values: jax.Array, weights: jax.Array | None, where: jax.Array | None
         if where is not None:
             weights = jnp.where(where, weights, 0)
             values = jnp.where(where, values, 0)
+        largest = jnp.max(jnp.abs(jax.lax.stop_gradient(weights)), initial=0)
+        if axis_name is not None:
+            largest = jax.lax.pmax(largest, axis_name)  # one E on every device: the psum below stays exact
+        exponent = weight_exponent(largest)
+        info = jnp.finfo(values.dtype)
+        scale = power_of_two(-exponent, values.dtype)
+        scale4 = power_of_two(jnp.minimum(2 - exponent, info.maxexp - 1), values.dtype)  # finite: no 0 * inf
         # A weight of zero switches its value off, inf or NaN included (documented).
-        total = jnp.sum(jnp.where(weights == 0, 0, weights * jnp.where(weights == 0, 0, values)))
-        count = jnp.sum(weights)
+        off = weights == 0
+        safe = jnp.where(off, 0, values)
+        scaled = weights * scale
+        # w ell 2**-E, rounded once: (w 2**-E) ell, or w (ell / 4) (4 2**-E) where w 2**-E would underflow.
+        term = jnp.where(scaled >= info.tiny, scaled * safe, (weights * (safe * 0.25)) * scale4)
+        total = jnp.sum(jnp.where(off, 0, term))
+        count = jnp.sum(scaled)
     if axis_name is not None:
         total, count = jax.lax.psum((total, count), axis_name)
+    return total, count, exponent
+
+
+def totals(values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name=None):
+    """(T, W) of :func:`scaled_totals`: numerator and denominator of the mean, in ``values``' dtype (float32 or wider).
+
+    Both carry the same power-of-two scale (1 without weights, where W is the exact count), so ``ratio(T, W)``
+    is the mean; with ``axis_name`` they are the global (pmax-scaled, then psum-ed) totals.
+    """
+    total, count, _ = scaled_totals(values, weights, where, axis_name)
     return total, count
 
 
@@ -81,7 +145,10 @@ def mean(
     selected values gives NaN.
 
     The totals are sums: values whose sum leaves the float range (e.g. two values of 3e38 in float32)
-    give ``inf`` even when their mean is finite.
+    give ``inf`` even when their mean is finite. The weights cannot overflow them: both totals are
+    scaled by the power of two that brings the largest selected weight into [1, 4) (exact, so the
+    result is bit for bit the unscaled one wherever that was finite), and any finite non-negative
+    weights, up to the float maximum, give a finite mean (see :func:`scaled_totals`).
 
     Under differentiation the mean is linear in ``values``: the gradient is
     :math:`w_i [\text{where}_i] / \sum_j w_j [\text{where}_j]`.
@@ -92,9 +159,10 @@ def mean(
         (an infinite weight gives NaN; ``jaxloss.checked`` reports both).
       where: optional boolean mask that broadcasts to ``values.shape``.
       axis_name: inside ``jax.shard_map`` (or ``pmap``), the mapped axis to
-        average over: the per-device totals are ``psum``-ed, so the result is the
-        exact global mean even when devices hold different numbers of selected
-        elements.
+        average over: the largest weight is ``pmax``-ed first, so that every device
+        scales its totals by the same power of two, and the per-device totals are
+        then ``psum``-ed, so the result is the exact global mean even when devices
+        hold different numbers of selected elements or weights of different size.
 
     Returns:
       A scalar in ``values``' dtype (float32 for 16-bit input).

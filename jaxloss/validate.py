@@ -104,7 +104,9 @@ def _report(fn_name: str, arg: str, rule: _api.Rule, x: jax.Array, bad: jax.Arra
     else:
         where = arg + "[" + ", ".join(["{}"] * x.ndim) + "]"
         index = _unravel(first, x.shape)
-    message = f"{fn_name}: {arg} {rule.expected}; got {where} = {{}} ({{}} of {x.size} entries offending). {rule.fix}"
+    # {!s}: the value as its own dtype prints it (1.2 for a float32 1.2, not float()'s 1.2000000476837158), in
+    # every path that formats the message: ours (_throw), JAX's under vmap, and Error.get() after checkify.
+    message = f"{fn_name}: {arg} {rule.expected}; got {where} = {{!s}} ({{}} of {x.size} entries offending). {rule.fix}"
     # A masked sum, not an index: indexing a sharded array (an Explicit mesh) is a sharding error.
     value = jax.lax.stop_gradient(jnp.sum(jnp.where(positions == first, x.ravel(), 0)))
     checkify.check(count == 0, message, *index, value, count)
@@ -167,10 +169,22 @@ def _build(fn: Callable, static: tuple):
 _cached_build = functools.lru_cache(maxsize=256)(_build)
 
 
+_MAPPED = (
+    " (Under jax.vmap: the index, the value and the count are those of the first mapped slice that fails, "
+    "indexed within that slice; the mapped axis is not part of the index.)"
+)
+
+
 def _throw(err) -> None:
     """Raise the first failed check, printing each value in its own dtype (1.2, not 1.2000000476837158)."""
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(err)):
-        err.throw()  # staged (under an outer checkify, vmap, ...): JAX raises or functionalizes it
+        # Staged (under an outer checkify or jit): JAX functionalizes the check. Mapped (under an eager vmap):
+        # JAX raises here, for the first failing slice, with the index within that slice: say so.
+        try:
+            err.throw()
+        except checkify.JaxRuntimeError as exc:
+            message = str(exc).removesuffix(" (`check` failed)")
+            raise checkify.JaxRuntimeError(message + _MAPPED) from None
         return
     exc = err.get_exception()
     if exc is None:
@@ -210,7 +224,10 @@ def checked(fn: Callable) -> Callable:
 
     (``jax.jit(checked(fn))`` without checkify fails to compile with JAX's
     "check which was not functionalized" error.) ``jax.grad`` and ``jax.vmap`` of a
-    checked function work as for ``fn``. The unwrapped functions contain no check.
+    checked function work as for ``fn``. Under ``jax.vmap`` the report is that of the
+    first mapped slice that fails, and its index is within that slice (the mapped axis
+    is not part of it); eagerly, the message says so. Values print in their own dtype
+    (``1.2``, not ``1.2000000476837158``). The unwrapped functions contain no check.
 
     Args:
       fn: a public jaxloss function (``jaxloss.bce_with_logits``,

@@ -378,6 +378,30 @@ def test_vmap():
         safe(jnp.array([[0.5, 0.5], [1.5, -0.5]]))
 
 
+def test_values_print_in_their_own_precision():
+    """Issue 13: a float32 1.2 used to print as 1.2000000476837158 (float()'s digits)."""
+    safe = jaxloss.checked(jaxloss.bce_with_logits)
+    with pytest.raises(ERROR, match=re.escape("got labels[1] = 1.2 (1 of 3 entries offending)")):
+        safe(jnp.zeros(3), jnp.array([0.0, 1.2, 0.0]))
+    with pytest.raises(ERROR, match=re.escape("got labels[2] = 1.20312 (1 of 3")):
+        safe(jnp.zeros(3, jnp.bfloat16), jnp.array([0.0, 0.0, 1.2], jnp.bfloat16))
+    # The same digits where JAX formats the message: after checkify, under the caller's jit.
+    err, _ = jax.jit(checkify.checkify(safe))(jnp.zeros(3), jnp.array([0.0, 1.2, 0.0]))
+    assert "labels[1] = 1.2 (" in err.get()
+
+
+def test_under_vmap_the_message_says_the_index_is_within_the_mapped_slice():
+    safe = jax.vmap(jaxloss.checked(jaxloss.sigmoid_binary_cross_entropy))
+    labels = jnp.zeros((3, 4)).at[1, 2].set(1.2)
+    with pytest.raises(ERROR) as info:
+        safe(jnp.zeros((3, 4)), labels)
+    message = str(info.value)
+    assert "got labels[2] = 1.2 (1 of 4 entries offending)" in message
+    assert "within that slice" in message and "(`check` failed)" not in message
+    err, _ = jax.jit(checkify.checkify(safe))(jnp.zeros((3, 4)), labels)
+    assert "labels[2] = 1.2 (" in err.get()
+
+
 def test_compiles_once_per_shape_and_options():
     traces = []
 

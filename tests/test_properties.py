@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ import jaxloss
 EXAMPLES = {"jit": 40, "eager": 10}  # hypothesis examples per property, dtype and mode (eager runs op by op)
 SETTINGS = settings(deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 K = 8  # rounding steps allowed when two computed results are compared (each side is within ~4 ulp)
+MEAN_ULPS = 4  # a weighted mean of N non-negative values against the exact mean (issue 13)
 N = 8  # elementwise length
 ROWS, CLASSES = 3, 5  # entropy inputs
 
@@ -402,6 +404,36 @@ def masked_means_equal_means_over_the_selected_elements(dtype, run, data):
     assert close(grad, want_grad, dtype, np.abs(want_grad))
 
 
+def weighted_mean(v, w):
+    return jaxloss.mean(v, weights=w)
+
+
+def weighted_means_are_finite_and_within_4_ulp_for_any_finite_weights(dtype, run, data):
+    """Issue 13: weights anywhere in [0, max] (all but one 0, or all near the maximum, where the plain sums overflow).
+
+    Values in [0, max / (8 N)], so the exact mean and the scaled totals (weights scaled into [0, 4)) are in range.
+    The reference is the exact rational mean; the result must lie within MEAN_ULPS of it, plus N tiny: a term
+    whose scaled value is below the smallest normal number flushes to 0 (documented in reduce.scaled_totals).
+    """
+    shape = data.draw(st.sampled_from(["any", "one", "near max"]))
+    if shape == "near max":
+        w = draw_array(data, dtype, (N,), big(dtype) / 2)
+    else:
+        w = draw_array(data, dtype, (N,), 0.0)
+    if shape == "one":
+        w = np.where(np.arange(N) == data.draw(st.integers(0, N - 1)), w, 0).astype(dtype)
+    v = draw_array(data, dtype, (N,), 0.0, big(dtype) / (8 * N))
+    got = run(weighted_mean, v, w)
+    assert np.isfinite(got)
+    total_weight = sum(Fraction(float(x)) for x in w)
+    if total_weight == 0:
+        assert got == 0
+        return
+    exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(w, v, strict=True)) / total_weight
+    ulp = Fraction(float(np.spacing(np.asarray(float(exact), dtype))))
+    assert abs(Fraction(float(got)) - exact) <= MEAN_ULPS * ulp + N * Fraction(tiny(dtype))
+
+
 # --------------------------------------------------------------------------- 16-bit inputs
 
 
@@ -498,6 +530,7 @@ PROPERTIES = [
     mse_is_nonnegative_and_zero_exactly_when_predictions_equal_targets,
     half_squared_error_is_exactly_half_the_squared_error,
     masked_means_equal_means_over_the_selected_elements,
+    weighted_means_are_finite_and_within_4_ulp_for_any_finite_weights,
 ]
 
 

@@ -2,8 +2,9 @@
 
     python -m benchmarks.probes.bce_gpu_probe [--out DIR]
 
-jaxloss computes log1p in float32 with its own branch-free kernel (jaxloss._kernels.elementwise._log1p_f32, 0.84 ulp; XLA:CPU's
-log1p is off by 2.5 ulp). On a GPU, XLA's log1p may be both accurate and cheaper; this script measures, on the
+jaxloss computes log1p in float32 with its own branch-free kernel (jaxloss._kernels.elementwise._log1p_f32,
+0.84 ulp; XLA:CPU's log1p is off by 2.5 ulp). On a GPU, XLA's log1p may be both accurate and cheaper; this script
+measures, on the
 default device: (1) the ulp error of ``jnp.log1p`` and of the kernel over a strided sweep of [-1, 1] against numpy's
 float64 log1p; (2) BCE mean forward and value + gradient at 2^28 elements, float32 and bfloat16, for jaxloss with
 each log1p, optax and the max-form. It writes the compiled HLO of jaxloss's BCE forward per dtype under --out.

@@ -7,7 +7,8 @@ for each (rows-per-program block size, warps) pair; for 8192 x 32768 rows each (
 them, in the same process: the XLA path of jaxloss (``implementation="xla"``) and the naive
 ``-(softmax * log_softmax).sum(-1)``. Median of ``--repeats`` calls after two warm-ups, each ending in
 ``block_until_ready``. Effective bandwidth counts the logits read once (+ the gradient written once).
-The module constants of jaxloss._kernels.pallas are set for each variant and JAX's caches cleared; they are restored at exit.
+The module constants of jaxloss._kernels.pallas are set for each variant and JAX's caches cleared; they are
+restored at exit.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Typed usage of jaxloss, checked by mypy in tests/test_typing.py (not run; not a test module).
 
-The lines marked ``expect-error`` (then a colon and the text) are mistakes a type checker must report (the test asserts mypy reports
-exactly those lines, with that text, and nothing else); every other line is correct usage and must check cleanly.
+The lines marked ``expect-error`` (then a colon and the text) are mistakes a type checker must report (the test
+asserts mypy reports exactly those lines, with that text, and nothing else); every other line is correct usage and
+must check cleanly.
 """
 
 from __future__ import annotations
