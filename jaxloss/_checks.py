@@ -99,8 +99,8 @@ def compute_dtype(*arrays) -> np.dtype:
     boolean arrays (labels) do not take part.
     """
     # A Python list (of numbers, or of tracers under jit) is read as an array; jnp.result_type cannot type it.
-    arrays = [jnp.asarray(a) if isinstance(a, (list, tuple)) else a for a in arrays]
-    floats = [a for a in arrays if a is not None and jnp.issubdtype(jnp.result_type(a), jnp.floating)]
+    candidates = [jnp.asarray(a) if isinstance(a, (list, tuple)) else a for a in arrays]
+    floats = [a for a in candidates if a is not None and jnp.issubdtype(jnp.result_type(a), jnp.floating)]
     dtype = np.dtype(jnp.result_type(*floats)) if floats else np.dtype(jnp.result_type(float))
     if dtype.itemsize < 4:
         dtype = np.dtype(jnp.float32)

@@ -230,7 +230,8 @@ def run(args) -> int:
         targets = open_array(args.targets, "TARGETS")
         require_kind(f"TARGETS {args.targets}", np.dtype(targets.dtype), "fiub", "numbers (float, int or bool)")
         if getattr(args, "squeeze", False) and _column_and_vector(pred.shape, targets.shape):
-            pred, targets = (_Column(x) if len(x.shape) == 2 else x for x in (pred, targets))
+            columns: list[Any] = [_Column(x) if len(x.shape) == 2 else x for x in (pred, targets)]
+            pred, targets = columns
             arrays[0] = pred
         if tuple(targets.shape) != tuple(pred.shape):
             raise InputError(
@@ -286,9 +287,13 @@ def run(args) -> int:
         names["arrays[1]"] = ("TARGETS", args.targets, spec.roles[1])
     if "weights" in extra:
         names["weights"] = ("--weights", args.weights, "weights")
-    checks = {}
+    checks: dict[str, streaming.Rule] = {}
     if not args.no_check:
-        checks = {key: _api.ROLES[role].rule for key, (_, _, role) in names.items() if role in CHECKED_ROLES}
+        checks = {
+            key: rule
+            for key, (_, _, role) in names.items()
+            if role in CHECKED_ROLES and (rule := _api.ROLES[role].rule) is not None
+        }
 
     batch_size = _batch_size(args.batch_size, [*arrays, *extra.values()], max_memory, args.max_memory is None)
     rows = int(pred.shape[0])
@@ -304,10 +309,10 @@ def run(args) -> int:
         what, path, role = names[key]
         rule = _api.ROLES[role].rule
         assert rule is not None
-        index = ", ".join(map(str, found.index))
-        some = "1 value fails" if found.count == 1 else f"{found.count:,} values fail"
+        index = ", ".join(map(str, found.first))
+        some = "1 value fails" if found.failing == 1 else f"{found.failing:,} values fail"
         raise InputError(
-            f"{what} {path}: {role} {rule.expected}; {some}, the first in row {found.index[0]:,}: "
+            f"{what} {path}: {role} {rule.expected}; {some}, the first in row {found.first[0]:,}: "
             f"{role}[{index}] = {found.value}. {rule.fix} (--no-check skips this check.)"
         )
     state = result.state

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from . import reduce
 from ._kernels import twofloat
@@ -29,7 +29,7 @@ _MAX_UPDATE = 2**31 - 1  # elements one update may hold: its own count is an int
 # The exponent of a state that selected nothing: below every real one (>= -1075), so that max() ignores it and
 # merge(empty, s) is s bit for bit; far enough above int32's minimum that exponent differences cannot wrap.
 _NOTHING = -(2**24)
-_SHAPES = {"total": (2,), "weight": (2,), "count": (2,), "nan_count": (2,), "exponent": ()}
+_SHAPES = {"total": (2,), "weight": (2,), "selected": (2,), "nan_count": (2,), "exponent": ()}
 
 
 # ----------------------------------------------------------------------------- double-word arithmetic
@@ -129,8 +129,8 @@ class Mean(NamedTuple):
     Attributes:
       total: ``[2]`` float, :math:`\sum w_i \ell_i` as ``(total[0] + total[1]) * 2**exponent``.
       weight: ``[2]`` float, :math:`\sum w_i` as ``(weight[0] + weight[1]) * 2**exponent``.
-      count: ``[2]`` int32, the number of selected entries (``where`` True and weight
-        not 0) as ``count[0] * 2**30 + count[1]``; read it with :meth:`num_selected`.
+      selected: ``[2]`` int32, the number of selected entries (``where`` True and weight
+        not 0) as ``selected[0] * 2**30 + selected[1]``; read it with :meth:`num_selected`.
       nan_count: ``[2]`` int32, how many of those are NaN (a NaN makes the mean NaN;
         this says how many); read it with :meth:`num_nan`.
       exponent: ``[]`` int32, the power of two the totals are stored in units of: 0 without
@@ -149,12 +149,12 @@ class Mean(NamedTuple):
 
     total: jax.Array
     weight: jax.Array
-    count: jax.Array
+    selected: jax.Array  # (not `count`: a NamedTuple field of that name would hide tuple.count)
     nan_count: jax.Array
     exponent: jax.Array
 
     @classmethod
-    def empty(cls, *, dtype=None) -> Mean:
+    def empty(cls, *, dtype: DTypeLike | None = None) -> Mean:
         """The identity state: nothing seen. ``dtype``: float32, or float64 (default: float64 under x64)."""
         dtype = _accumulator_dtype("streaming.Mean.empty", dtype)
         zeros = jnp.zeros(2, dtype)
@@ -204,7 +204,7 @@ class Mean(NamedTuple):
 
     def num_selected(self) -> int:
         """The exact number of selected entries, as a Python int (reads the state back to the host)."""
-        return _pair_to_int(self.count)
+        return _pair_to_int(self.selected)
 
     def num_nan(self) -> int:
         """How many selected entries were NaN, as a Python int (reads the state back to the host)."""
@@ -302,7 +302,7 @@ def _add(state: Mean, other: Mean) -> Mean:
     return Mean(
         twofloat.add_pairs(a_total, b_total),
         twofloat.add_pairs(a_weight, b_weight),
-        _add_counts(state.count, other.count),
+        _add_counts(state.selected, other.selected),
         _add_counts(state.nan_count, other.nan_count),
         exponent,
     )

@@ -16,6 +16,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 import jaxloss
 
@@ -25,7 +26,16 @@ from ._format import device, si
 __all__ = ["compare_losses", "run"]
 
 
-def compare_losses(x, y, x_test, y_test, *, steps: int = 120, learning_rate: float = 2.0, every: int = 10):
+def compare_losses(
+    x: ArrayLike,
+    y: ArrayLike,
+    x_test: ArrayLike,
+    y_test: ArrayLike,
+    *,
+    steps: int = 120,
+    learning_rate: float = 2.0,
+    every: int = 10,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Train one sigmoid unit twice, same data, initialisation and optimiser: with ``half_squared_error`` on its
     sigmoid output (the "simple network" loss) and with ``bce_with_logits``; print them side by side every
     ``every`` steps and return, per run, (training loss, held-out cross-entropy, held-out accuracy) per step.
@@ -65,7 +75,8 @@ def compare_losses(x, y, x_test, y_test, *, steps: int = 120, learning_rate: flo
             return jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)[1]
 
         params = {"w": jnp.zeros(x.shape[1]), "b": jnp.zeros(())}
-        history[name] = tuple(np.asarray(a) for a in train(params))
+        loss_history, held_out, accuracy = train(params)
+        history[name] = (np.asarray(loss_history), np.asarray(held_out), np.asarray(accuracy))
     head = f"{'own loss':>9} {'test CE':>8} {'test acc':>8}"
     print(f"  {'':>5}  {'trained with squared error':^27}  {'trained with cross-entropy':^27}")
     print(f"  {'step':>5}  {head}  {head}")
@@ -83,7 +94,7 @@ def compare_losses(x, y, x_test, y_test, *, steps: int = 120, learning_rate: flo
     return history
 
 
-def _plot(history, path: str) -> None:
+def _plot(history: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str) -> None:
     try:
         import matplotlib
 

@@ -16,6 +16,7 @@ import struct
 import warnings
 import zipfile
 import zlib
+from typing import Any, Literal
 
 import numpy as np
 
@@ -117,7 +118,8 @@ class _ZipRows:
         self.shape, self.dtype, self.ndim = tuple(shape), dtype, len(shape)
         self.row_bytes = math.prod(self.shape[1:]) * dtype.itemsize
         self.data_offset = data_offset
-        self._archive = self._file = None
+        self._archive: zipfile.ZipFile | None = None
+        self._file: Any = None  # the member's decompressing stream, opened on first read
         self._next = 0  # the row the open stream is positioned at
 
     def __len__(self) -> int:
@@ -205,8 +207,8 @@ def _npz_member(archive: zipfile.ZipFile, path: str, key: str | None, what: str)
             raise InputError(f"{what}: corrupt .npz archive (bad local header for {key!r})")
         start = info.header_offset + 30 + name_length + extra_length + data_offset
         _expect_bytes(what, shape, dtype, os.path.getsize(path) - start)
-        order = "F" if fortran else "C"
-        return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order=order)
+        order: Literal["F", "C"] = "F" if fortran else "C"
+        return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=tuple(shape), order=order)
     if fortran and sum(n > 1 for n in shape) > 1:  # (a vector is the same in either order)
         raise InputError(
             f"{what}: a Fortran-ordered array in a compressed .npz cannot be read row by row; "
@@ -215,7 +217,7 @@ def _npz_member(archive: zipfile.ZipFile, path: str, key: str | None, what: str)
     return _ZipRows(path, info.filename, what, shape, dtype, data_offset)
 
 
-def open_array(spec: str, what: str):
+def open_array(spec: str, what: str) -> np.ndarray | _ZipRows:
     """The array ``spec`` names (``file.npy``, ``file.npz:key`` or a one-array ``file.npz``), not loaded."""
     path, key = spec, None
     head, sep, tail = spec.rpartition(":")
@@ -239,7 +241,7 @@ def require_kind(what: str, dtype: np.dtype, allowed: str, hint: str) -> None:
         raise InputError(f"{what}: dtype {dtype} is not allowed here; expected {hint}")
 
 
-def close(x) -> None:
+def close(x: object) -> None:
     """Release what :func:`open_array` holds open for ``x`` (a compressed member's archive); memmaps need nothing."""
     if isinstance(x, _ZipRows):
         x.close()

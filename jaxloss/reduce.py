@@ -6,14 +6,14 @@ from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
+from jax.typing import ArrayLike, DTypeLike
 
 from . import _api, _checks
 
 __all__ = ["mean"]
 
 
-def power_of_two(k: jax.Array, dtype) -> jax.Array:
+def power_of_two(k: jax.Array, dtype: DTypeLike) -> jax.Array:
     """2**k as a float of ``dtype``, built from its bits; k must lie in the normal range [minexp, maxexp - 1]."""
     info = jnp.finfo(dtype)
     int_type = jnp.int32 if info.bits == 32 else jnp.int64
@@ -36,7 +36,9 @@ def weight_exponent(largest: jax.Array) -> jax.Array:
     return jnp.clip(exponent, info.minexp - 1, info.maxexp - 2).astype(jnp.int32)
 
 
-def scaled_totals(values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name=None):
+def scaled_totals(
+    values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name: Hashable | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""(T, W, E): the weighted total and the weight total over the selected elements, both times 2**-E.
 
     .. math::
@@ -93,7 +95,9 @@ def scaled_totals(values: jax.Array, weights: jax.Array | None, where: jax.Array
     return total, count, exponent
 
 
-def totals(values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name=None):
+def totals(
+    values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name: Hashable | None = None
+) -> tuple[jax.Array, jax.Array]:
     """(T, W) of :func:`scaled_totals`: numerator and denominator of the mean, in ``values``' dtype (float32 or wider).
 
     Both carry the same power-of-two scale (1 without weights, where W is the exact count), so ``ratio(T, W)``
@@ -109,7 +113,9 @@ def ratio(total: jax.Array, count: jax.Array) -> jax.Array:
     return jnp.where(empty, 0, total / jnp.where(empty, 1, count))
 
 
-def prepare(fn: str, values, weights, where):
+def prepare(
+    fn: str, values: ArrayLike, weights: ArrayLike | None, where: ArrayLike | None
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """Validated (values, weights, where) for a mean: float32 or wider, options broadcast to the loss shape."""
     values = _checks.as_float_array(fn, "values", values)
     dtype = _checks.compute_dtype(values, weights)

@@ -16,7 +16,7 @@ import numbers
 import sys
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TextIO
 
 import jax
@@ -47,15 +47,19 @@ class Progress:
     is done), so it measures the steady state, not the compiler.
     """
 
-    def __init__(self, total: int, *, label: str, unit: str = "rows", stream: TextIO | None = None, every=5.0):
-        self.total, self.label, self.unit = total, label, unit
-        self.stream = sys.stderr if stream is None else stream
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = 0.1 if self.tty else every
-        self.start = time.perf_counter()
+    def __init__(
+        self, total: int, *, label: str, unit: str = "rows", stream: TextIO | _Silent | None = None, every: float = 5.0
+    ) -> None:
+        self.total: int = total
+        self.label: str = label
+        self.unit: str = unit
+        self.stream: TextIO | _Silent = sys.stderr if stream is None else stream
+        self.tty: bool = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every: float = 0.1 if self.tty else every
+        self.start: float = time.perf_counter()
         self.base: tuple[float, int] | None = None  # (time, done) when the steady state began
-        self.last = -math.inf
-        self.width = 0
+        self.last: float = -math.inf
+        self.width: int = 0
 
     def started(self, done: int) -> None:
         """Mark the end of the first (compiling) step: the rate counts from here."""
@@ -103,8 +107,8 @@ class _Silent:
 class Violation(NamedTuple):
     """What a value check of :func:`stream` found in one array: how many elements fail, and the first one."""
 
-    count: int  # elements that fail the check (in the rows checked)
-    index: tuple[int, ...]  # the first one's index in the whole array (row first)
+    failing: int  # elements that fail the check (in the rows checked)
+    first: tuple[int, ...]  # the first one's index in the whole array (row first)
     value: Any  # its value, a NumPy scalar in the array's dtype
 
 
@@ -175,7 +179,7 @@ def _host_batch(x, start: int, stop: int, size: int):
     return batch
 
 
-def row_bytes(data) -> int:
+def row_bytes(data: Sequence[Any]) -> int:
     """Bytes one row of every array in ``data`` takes in a device batch (in the dtypes JAX computes in)."""
     return sum(math.prod(x.shape[1:]) * _device_dtype(x.dtype).itemsize for x in data)
 
@@ -232,10 +236,9 @@ def _poisoned(values: jax.Array, rules, data, n_valid, weights, where) -> jax.Ar
     whose NaN count did not grow has no failure, and only a batch whose did is counted (:func:`_count_failures`).
     A value a check exempts (``where`` False, a weight of 0, the padding) is never made NaN."""
     rows = values.shape[0]
-    bad = None
+    bad = jnp.zeros(rows, bool)
     for i, rule in rules:
-        failing = _failures(rule, data[i], n_valid, weights, where).reshape(rows, -1).any(axis=1)
-        bad = failing if bad is None else bad | failing
+        bad = bad | _failures(rule, data[i], n_valid, weights, where).reshape(rows, -1).any(axis=1)
     return jnp.where(_per_row(bad, values.ndim), jnp.nan, values)
 
 
@@ -354,7 +357,7 @@ def stream(
     n_batches = -(-n_rows // size)
     start = time.perf_counter()
     bar.update(0, force=True)
-    following = put(0) if n_batches else None
+    following = put(0) if n_batches else (0, [])
     done = 0
     for k in range(n_batches):
         n_valid, batch = following

@@ -99,8 +99,9 @@ def _report(fn_name: str, arg: str, rule: _api.Rule, x: jax.Array, bad: jax.Arra
     positions = jax.lax.iota(jnp.int32, x.size)
     first = jnp.min(jnp.where(flat, positions, x.size - 1))  # the first offending entry in row-major order
     count = jnp.sum(flat, dtype=jnp.int32)
+    index: tuple[jax.Array, ...] = ()
     if x.ndim == 0:
-        where, index = arg, ()
+        where = arg
     else:
         where = arg + "[" + ", ".join(["{}"] * x.ndim) + "]"
         index = _unravel(first, x.shape)
@@ -157,7 +158,52 @@ def _call(fn: Callable, static: tuple, dynamic: dict[str, Any]):
     # The checks are staged before fn: checkify's cost per check grows with the size of the trace so far.
     # They only record; fn's own trace-time errors (shapes, dtypes) still raise when fn is traced below.
     _check_values(_public_name(fn), [p for p in signature.parameters if p in _RULES], arguments)
+    declaration = vars(fn).get("declaration")
+    if declaration is not None and declaration.returns == "rows" and "probabilities" in declaration.arrays:
+        _check_row_sums(_public_name(fn), arguments)
     return fn(*bound.args, **bound.kwargs)
+
+
+ROW_SUM_ULPS = 4  # per class: a row of n probabilities may sum to 1 within 4 n ulp (each rounded, then added)
+
+
+def _check_row_sums(fn_name: str, arguments: dict[str, Any]) -> None:
+    """Rows of probabilities (over ``axis``, the entries ``where`` selects) must sum to 1 within ROW_SUM_ULPS ulp
+    per class: entropy does not renormalise (SciPy's does), so counts or unnormalised scores give a wrong number."""
+    try:
+        p = jnp.asarray(arguments.get("probabilities"))
+        axis = int(arguments.get("axis", -1))
+    except (TypeError, ValueError):
+        return  # fn raises its own error when traced
+    if not jnp.issubdtype(p.dtype, jnp.floating) or p.ndim == 0 or p.size == 0 or not -p.ndim <= axis < p.ndim:
+        return
+    dtype = jnp.promote_types(p.dtype, jnp.float32)  # 16-bit rows summed in float32, as entropy computes them
+    where = _mask(arguments.get("where"), lambda m: m if m.dtype == bool else None)
+    x = p.astype(dtype)
+    if where is not None:
+        try:
+            x = jnp.where(where, x, 0)
+        except (TypeError, ValueError):
+            return
+    n = p.shape[axis]
+    tolerance = ROW_SUM_ULPS * n * float(jnp.finfo(dtype).eps)
+    sums = jax.lax.stop_gradient(jnp.sum(jnp.moveaxis(x, axis, -1), axis=-1))
+    bad = ~(jnp.abs(sums - 1) <= tolerance)  # NaN rows are bad too
+    rows = sums.size
+    flat = bad.ravel()
+    positions = jax.lax.iota(jnp.int32, rows)
+    first = jnp.min(jnp.where(flat, positions, rows - 1))
+    count = jnp.sum(flat, dtype=jnp.int32)
+    index = _unravel(first, sums.shape) if sums.ndim else ()
+    row = "row [" + ", ".join(["{}"] * sums.ndim) + "]" if sums.ndim else "the row"
+    message = (
+        f"{fn_name}: probabilities must sum to 1 along axis {axis} (within {ROW_SUM_ULPS} ulp per class, "
+        f"{tolerance:.3g} for {n} classes); got {row} summing to {{!s}} ({{}} of {rows} rows off). entropy does not "
+        f"renormalise: divide by the sum first (p / p.sum(axis={axis}, keepdims=True)), or pass logits to "
+        f"jaxloss.entropy_from_logits."
+    )
+    value = jnp.sum(jnp.where(positions == first, sums.ravel(), 0))
+    checkify.check(count == 0, message, *index, value, count)
 
 
 def _build(fn: Callable, static: tuple):
@@ -186,15 +232,15 @@ def _throw(err) -> None:
             message = str(exc).removesuffix(" (`check` failed)")
             raise checkify.JaxRuntimeError(message + _MAPPED) from None
         return
-    exc = err.get_exception()
-    if exc is None:
+    failure = err.get_exception()
+    if failure is None:
         return
-    fmt = getattr(exc, "fmt_string", None)
+    fmt = getattr(failure, "fmt_string", None)
     if fmt is None:
         err.throw()
         return
-    values = [np.asarray(a)[()] for a in exc.args]
-    kwargs = {k: np.asarray(v)[()] for k, v in exc.kwargs.items()}
+    values = [np.asarray(a)[()] for a in failure.args]
+    kwargs = {k: np.asarray(v)[()] for k, v in failure.kwargs.items()}
     raise checkify.JaxRuntimeError(fmt.format(*values, **kwargs))
 
 
@@ -283,8 +329,8 @@ def checked(fn: Callable) -> Callable:
             run = _cached_build(fn, static)
         except TypeError:  # an unhashable option (a list, ...): trace afresh
             run = _build(fn, static)
-        err, out = run(dynamic)
-        _throw(err)
+        error, out = run(dynamic)
+        _throw(error)
         return out
 
     wrapper._jaxloss_checked = True  # type: ignore[attr-defined]

@@ -492,3 +492,39 @@ def test_unwrapped_functions_contain_no_check(name):
     jaxloss.checked(fn)(*args, **kwargs)  # using checked leaves the unwrapped function as it was
     assert str(jax.make_jaxpr(plain)(*args)) == str(jaxpr_before)
     assert jax.jit(plain).lower(*args).as_text() == hlo_before
+
+
+def test_checked_entropy_flags_rows_that_do_not_sum_to_one():
+    """entropy does not renormalise (SciPy's does): checked(entropy) names the first row whose sum is off 1 by more
+    than ROW_SUM_ULPS ulp per class, its sum, how many rows, and how to normalise."""
+    from jaxloss import validate
+
+    safe = jaxloss.checked(jaxloss.entropy)
+    rng = np.random.default_rng(0)
+    softmax = np.asarray(jax.nn.softmax(jnp.asarray(rng.normal(size=(64, 1000)), jnp.float32)))
+    np.testing.assert_array_equal(safe(softmax), jaxloss.entropy(softmax))  # float32 softmax rows pass
+    scores = np.array([[0.2, 0.2, 0.2], [0.5, 0.25, 0.25], [0.3, 0.3, 0.3]], np.float32)
+    with pytest.raises(ValueError) as info:
+        safe(scores)
+    message = str(info.value)
+    assert message.startswith(
+        "jaxloss.entropy: probabilities must sum to 1 along axis -1 (within 4 ulp per class, 1.43e-06 for 3 classes); "
+        "got row [0] summing to 0.6 (2 of 3 rows off)."
+    ), message
+    assert "p / p.sum(axis=-1, keepdims=True)" in message and "entropy_from_logits" in message
+    # Entries left out by `where` count as 0: the selected ones must sum to 1.
+    halves = np.array([[0.5, 0.5, 0.7]], np.float32)
+    safe(halves, where=np.array([[True, True, False]]))
+    # Just outside the bound fails, just inside passes.
+    n, eps = 3, float(np.finfo(np.float32).eps)
+    edge = validate.ROW_SUM_ULPS * n * eps
+    safe(np.array([[0.5, 0.5 - edge / 2, 0.0]], np.float32))
+    with pytest.raises(ValueError, match="summing to"):
+        safe(np.array([[0.5, 0.5 - 3 * edge, 0.0]], np.float32))
+
+
+def test_checked_binary_cross_entropy_has_no_row_rule():
+    """Elementwise probabilities (binary_cross_entropy) are not rows of a distribution."""
+    safe = jaxloss.checked(jaxloss.binary_cross_entropy)
+    out = safe(jnp.array([0.2, 0.2]), jnp.array([1.0, 0.0]))
+    np.testing.assert_array_equal(out, jaxloss.binary_cross_entropy(jnp.array([0.2, 0.2]), jnp.array([1.0, 0.0])))

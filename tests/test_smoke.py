@@ -216,7 +216,7 @@ def check_streaming_violation():
     )
     found = result.violations["arrays[1]"]
     assert isinstance(found, streaming.Violation)
-    assert found.count == 5 and found.index == (5,) and found.value == y[5]
+    assert found.failing == 5 and found.first == (5,) and found.value == y[5]
 
 
 def check_streaming_mean():

@@ -436,7 +436,7 @@ def test_psum_merges_every_device_identically():
     merged = jax.vmap(lambda s: s.psum("devices"), axis_name="devices")(stacked)
     means = np.asarray(jax.vmap(Mean.compute)(merged))
     assert np.all(means == means[0])  # bit-identical on every device
-    assert merged.count[0].tolist() == [0, 300]
+    assert merged.selected[0].tolist() == [0, 300]
     np.testing.assert_allclose(means[0], math.fsum(map(float, values.ravel())) / 300, rtol=4 * EPS32)
 
 
