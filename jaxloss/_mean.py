@@ -264,12 +264,22 @@ def _count_nans(operands) -> jax.Array:
 def accumulate(state: Mean, values, weights, where, count) -> Mean:
     """``state`` after prepared values; ``count`` (int32 or a Python int) is the number of entries selected."""
     total, weight, exponent = reduce.scaled_totals(values, weights, where)  # the one pass over the values
+    # The values' own sum can pass the float range while their mean does not (losses near the float maximum):
+    # only then are both sums formed again with every term times a further 2**-G (reduce.scaled_totals), exact
+    # powers of two, so the state's mean stays finite. Every batch whose total was finite is unchanged, bit for bit.
+    total, weight, exponent = jax.lax.cond(
+        jnp.isinf(total),
+        lambda _: reduce.scaled_totals(values, weights, where, headroom=reduce.headroom_for(values.size)),
+        lambda _: (total, weight, exponent),
+        None,
+    )
     # NaNs are counted only when the total says there are some: a second pass over the values (an
     # expensive loss is recomputed in each reduction XLA emits) would halve the throughput.
     nan_count = jax.lax.cond(jnp.isnan(total), _count_nans, lambda _: jnp.int32(0), (values, weights, where))
     # Without weights the weight total is the count, kept exact (a float sum of ones stalls at 2**24).
     if weights is None:
-        weight = _count_as_pair(count, values.dtype)
+        # times 2**-exponent: 1 (exactly) unless the values' total overflowed and was scaled (reduce.scaled_totals)
+        weight = _count_as_pair(count, values.dtype) * reduce.power_of_two(-exponent, values.dtype)
     else:
         weight = jnp.stack([weight, jnp.zeros_like(weight)])
     batch = Mean(

@@ -37,7 +37,11 @@ def weight_exponent(largest: jax.Array) -> jax.Array:
 
 
 def scaled_totals(
-    values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name: Hashable | None = None
+    values: jax.Array,
+    weights: jax.Array | None,
+    where: jax.Array | None,
+    axis_name: Hashable | None = None,
+    headroom: int = 0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""(T, W, E): the weighted total and the weight total over the selected elements, both times 2**-E.
 
@@ -62,15 +66,26 @@ def scaled_totals(
     With ``axis_name`` the largest weight is ``pmax``-ed over that mapped axis first, so every device scales by
     the same E, and then T and W are ``psum``-ed: the ratio is the global mean, exactly as without scaling.
     E carries no gradient (it is piecewise constant in the weights).
+
+    ``headroom`` G > 0 (static) multiplies every term and the weight total by a further 2**-G (E grows by G): where
+    the values' own sum overflows while their mean does not, ``G = headroom_for(n)`` brings it back in range
+    exactly (:class:`jaxloss.streaming.Mean` does so for a batch whose total overflowed).
     """
     exponent = jnp.int32(0)
     if weights is None:
-        if where is None:
-            total = jnp.sum(values)
-            count = jnp.asarray(values.size, dtype=values.dtype)
-        else:
-            total = jnp.sum(jnp.where(where, values, 0))
-            count = jnp.sum(where, dtype=jnp.int32).astype(values.dtype)
+        selected = values if where is None else jnp.where(where, values, 0)
+        count = (
+            jnp.asarray(values.size, dtype=values.dtype)
+            if where is None
+            else jnp.sum(where, dtype=jnp.int32).astype(values.dtype)
+        )
+
+        def sums(headroom):  # (T, W) with every value times 2**-headroom
+            if headroom == 0:
+                return jnp.sum(selected), count
+            g = power_of_two(jnp.int32(-headroom), values.dtype)
+            return jnp.sum(selected * g), count * g
+
     else:
         if where is not None:
             weights = jnp.where(where, weights, 0)
@@ -86,13 +101,26 @@ def scaled_totals(
         off = weights == 0
         safe = jnp.where(off, 0, values)
         scaled = weights * scale
-        # w ell 2**-E, rounded once: (w 2**-E) ell, or w (ell / 4) (4 2**-E) where w 2**-E would underflow.
-        term = jnp.where(scaled >= info.tiny, scaled * safe, (weights * (safe * 0.25)) * scale4)
-        total = jnp.sum(jnp.where(off, 0, term))
-        count = jnp.sum(scaled)
+
+        def sums(headroom):  # (T, W) with every term and the weight total times a further 2**-headroom
+            g = None if headroom == 0 else power_of_two(jnp.int32(-headroom), values.dtype)
+            w = scaled if g is None else scaled * g  # exact: scaled >= 2**-G wherever it is >= 1
+            # w ell 2**-E, rounded once: (w 2**-E) ell, or w (ell / 4) (4 2**-E) where w 2**-E would underflow.
+            small = (weights * (safe * 0.25)) * scale4
+            term = jnp.where(scaled >= info.tiny, w * safe, small if g is None else small * g)
+            total = jnp.sum(jnp.where(off, 0, term))
+            return total, jnp.sum(scaled) if g is None else jnp.sum(scaled) * g
+
+    total, count = sums(headroom)
     if axis_name is not None:
         total, count = jax.lax.psum((total, count), axis_name)
-    return total, count, exponent
+    return total, count, exponent + headroom
+
+
+def headroom_for(n: int) -> int:
+    """G with 4 n 2**-G <= 1: the scaled weights lie in [0, 4), so n terms times 2**-G sum to at most the largest
+    value, and no partial sum can overflow."""
+    return max(2, (4 * max(n, 1) - 1).bit_length())
 
 
 def totals(

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 # Scripts that live beside the tests but are not test modules (run as programs, or in a subprocess):
-# keep pytest's doctest collection from importing them.
-collect_ignore_glob = ["make_reference.py", "multihost_*.py", "sharding_*.py", "*_worker.py"]
+# keep pytest's doctest collection from importing them (typing/usage.py is read by mypy, never run).
+collect_ignore_glob = ["make_reference.py", "multihost_*.py", "sharding_*.py", "*_worker.py", "typing/*.py"]
 
 
 @pytest.fixture

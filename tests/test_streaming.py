@@ -207,7 +207,7 @@ def test_merge_laws_hold_on_every_field_for_float_states():
         assert same_state(merge(x, y), merge(y, x))
         assert same_state(merge(Mean.empty(dtype=F32), x), x) and same_state(merge(x, Mean.empty(dtype=F32)), x)
     left, right = merge(merge(a, b), c), merge(a, merge(b, c))
-    for field in ("count", "nan_count", "exponent"):
+    for field in ("selected", "nan_count", "exponent"):
         np.testing.assert_array_equal(getattr(left, field), getattr(right, field))
     for field in ("total", "weight"):
         assert abs(held(left, field) - held(right, field)) <= PAIR_REL * abs(held(left, field)), field
@@ -601,3 +601,21 @@ def test_evaluate_progress_goes_to_stderr(capsys):
 def test_evaluate_rejects_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_losses_near_the_float_maximum_give_a_finite_mean():
+    """A batch whose values' float32 total overflows while their mean does not (losses near 3.4e38, e.g. a damaged
+    file fed to `jaxloss eval`): the state is formed again with an exact power-of-two headroom, and the mean is
+    within 4 ulp of the exact one, alone, weighted and merged with an ordinary state."""
+    big = np.full(48, 3e38, np.float32)
+    exact = Fraction(float(big[0]))
+    for state in (Mean.empty().update(big), Mean.empty().update(big, weights=np.full(48, 1e38, np.float32))):
+        got = Fraction(float(state.compute()))
+        assert abs(got - exact) <= 4 * Fraction(float(np.spacing(np.float32(3e38)))), float(state.compute())
+    merged = Mean.empty().update(big).merge(Mean.empty().update(np.array([1.0, 2.0], np.float32)))
+    want = (48 * exact + 3) / 50
+    assert abs(Fraction(float(merged.compute())) - want) <= 4 * Fraction(float(np.spacing(np.float32(float(want)))))
+    assert merged.num_selected() == 50
+    # An infinite value is still infinite, a NaN still NaN.
+    assert float(Mean.empty().update(np.array([3e38, np.inf], np.float32)).compute()) == np.inf
+    assert np.isnan(float(Mean.empty().update(np.array([3e38, np.nan], np.float32)).compute()))
