@@ -37,7 +37,7 @@ VALID = {
     "binary_cross_entropy": (jaxloss.binary_cross_entropy, (P, Y), {}),
     "binary_entropy": (jaxloss.binary_entropy, (jnp.array([0.0, 0.5, 1.0]),), {"base": 2}),
     "binary_entropy_from_logits": (jaxloss.binary_entropy_from_logits, (LIMIT_LOGITS,), {}),
-    "entropy": (jaxloss.entropy, (ROWS,), {"axis": 0, "base": 2}),
+    "entropy": (jaxloss.entropy, (ROWS.T,), {"axis": 0, "base": 2}),  # columns that sum to 1
     "entropy_from_logits": (jaxloss.entropy_from_logits, (jnp.array([[0.0, -inf], [inf, 1.0]]),), {}),
     "mean": (jaxloss.mean, (jnp.array([1.0, inf, 3.0]),), {"weights": W, "where": M}),
     "mse": (jaxloss.mse, (Z, Y), {"weights": W, "where": M}),
@@ -334,7 +334,7 @@ def test_entries_left_out_by_where_are_not_checked():
     where = jnp.array([False, True, True])
     got = jaxloss.checked(jaxloss.bce_with_logits)(logits, labels, weights=jnp.array([nan, 1.0, 1.0]), where=where)
     assert got == jaxloss.bce_with_logits(logits[1:], labels[1:])
-    rows = jnp.array([[5.0, 0.5], [0.5, 0.5]])
+    rows = jnp.array([[5.0, 1.0], [0.5, 0.5]])  # the selected entries of each row sum to 1; 5.0 is never read
     mask = jnp.array([[False, True], [True, True]])
     np.testing.assert_array_equal(jaxloss.checked(jaxloss.entropy)(rows, where=mask), jaxloss.entropy(rows, where=mask))
     logits = jnp.array([[nan, 1.0]])

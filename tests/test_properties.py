@@ -399,7 +399,7 @@ def masked_means_equal_means_over_the_selected_elements(dtype, run, data):
             assert got == 0  # nothing selected: 0 (documented)
             continue
         want = (w_sel * values).sum() / total_weight
-        assert close(got, want, dtype, N * (w_sel * np.abs(values)).sum() / total_weight)
+        assert close(got, want, dtype, N * ((w_sel * np.abs(values)).sum() / total_weight))  # (no float64 overflow)
     want_grad = w_sel / total_weight if total_weight else np.zeros(N)
     assert close(grad, want_grad, dtype, np.abs(want_grad))
 
