@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from . import batch as batch
     from . import streaming as streaming
     from ._info import info as info
+    from .categorical import ce_with_logits as ce_with_logits
+    from .categorical import cross_entropy as cross_entropy
+    from .categorical import kl_divergence_from_logits as kl_divergence_from_logits
+    from .categorical import relative_entropy as relative_entropy
+    from .categorical import softmax_cross_entropy as softmax_cross_entropy
+    from .categorical import softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels
     from .classification import bce_with_logits as bce_with_logits
     from .classification import binary_cross_entropy as binary_cross_entropy
     from .classification import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
@@ -41,14 +47,20 @@ _HOMES: dict[str, str | None] = {
     "binary_cross_entropy": "classification",
     "binary_entropy": "entropy",
     "binary_entropy_from_logits": "entropy",
+    "ce_with_logits": "categorical",
     "checked": "validate",
+    "cross_entropy": "categorical",
     "entropy": "entropy",
     "entropy_from_logits": "entropy",
     "half_squared_error": "regression",
+    "kl_divergence_from_logits": "categorical",
     "info": "_info",
     "mean": "reduce",
     "mse": "regression",
+    "relative_entropy": "categorical",
     "sigmoid_binary_cross_entropy": "classification",
+    "softmax_cross_entropy": "categorical",
+    "softmax_cross_entropy_with_integer_labels": "categorical",
     "squared_error": "regression",
     "streaming": None,
 }

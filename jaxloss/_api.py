@@ -107,6 +107,11 @@ ROLES: dict[str, Role] = {
             True,
         ),
     ),
+    "target_logits": Role("float", Rule("must not be NaN (-inf and +inf are allowed)", _NAN_FIX, _not_nan, True)),
+    "reference": Role(
+        "labels",
+        Rule(_UNIT, "Pass a reference distribution of probabilities (entries in [0, 1]).", _unit, True),
+    ),
     "values": Role("float", Rule("must not be NaN", _NAN_FIX, _not_nan, True)),
     "labels": Role(
         "labels", Rule(_UNIT, "Fix the labels upstream (hard labels 0/1 or soft labels in [0, 1]).", _unit, True)
@@ -135,6 +140,7 @@ ROLES: dict[str, Role] = {
     "axis": Role("static"),
     "base": Role("static"),
     "axis_name": Role("static"),
+    "class_axis_name": Role("static"),
     "implementation": Role("static"),
 }
 

@@ -46,13 +46,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import backend, cpu, pallas, rows
+from . import backend, categorical, cpu, pallas, rows
 
 __all__: list[str] = []
 
 IMPLEMENTATIONS = ("xla", "cpu", "pallas")
 # workload -> the implementations it has
-WORKLOADS = {"entropy_from_logits": ("xla", "cpu", "pallas"), "entropy": ("xla", "cpu")}
+WORKLOADS = {
+    "entropy_from_logits": ("xla", "cpu", "pallas"),
+    "entropy": ("xla", "cpu"),
+    "softmax_cross_entropy_with_integer_labels": ("xla",),
+}
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16), np.dtype(np.float16))
 ENV = "JAXLOSS_IMPLEMENTATION"
 
@@ -284,3 +288,13 @@ def _entropy_probs_jvp(axis, implementation, primals, tangents):
     else:
         h, slope = _probs_native_value_and_grad(p, axis, implementation)
     return h, jnp.sum(slope * dp.astype(slope.dtype), axis=axis)
+
+
+# --------------------------------------------------------------------------- cross-entropy with integer labels
+
+
+def ce_integer(logits, labels, axis: int, axis_name, implementation: str):
+    """Cross-entropy of softmax(logits) against class indices over ``axis`` (dropped), on the path
+    ``implementation`` (from :func:`choose`; "xla" wherever ``axis_name`` splits the class axis). 16-bit logits
+    are widened to float32; the result is float32 for 16- and 32-bit logits."""
+    return categorical.integer_ce(logits.astype(rows.widened(logits.dtype)), labels, axis, axis_name)
