@@ -12,7 +12,8 @@ into a public one:
   (:mod:`jaxloss._kernels`), a static argument;
 * recorded as a :class:`Declaration` in :data:`DECLARED` (and on the function, ``fn.declaration``).
 
-Everything that needs to know a loss's arguments reads this: :func:`jaxloss.checked` (each role's value rule),
+Everything that needs to know a loss's arguments reads this: :func:`jaxloss.checked` (each role's value rule, or
+the function's own where a name means more there: ``rules``; integer class indices in [0, C): ``class_indices``),
 the per-example twins in :mod:`jaxloss.batch`, the command line's loss table (``jaxloss eval --loss``), and the
 tests that must cover every loss. Adding a loss is its public module (a decorated function), its tests and its
 README line; a new argument name is one new row of :data:`ROLES`.
@@ -116,7 +117,7 @@ ROLES: dict[str, Role] = {
     "labels": Role(
         "labels", Rule(_UNIT, "Fix the labels upstream (hard labels 0/1 or soft labels in [0, 1]).", _unit, True)
     ),
-    "targets": Role("labels", Rule("must be finite", _NAN_FIX, _finite, True)),
+    "targets": Role("labels", Rule("must be finite", _NAN_FIX, _finite, True)),  # regression; see TARGET_DISTRIBUTION
     "weights": Role(
         "weights", Rule("must be finite and >= 0", "Pass non-negative finite weights.", _nonnegative_finite, False)
     ),
@@ -145,6 +146,31 @@ ROLES: dict[str, Role] = {
 }
 
 
+# Per-function rules (a declaration's ``rules``) where a role's name means more than its row says.
+TARGET_DISTRIBUTION = Rule(
+    _UNIT,
+    "Pass a target distribution of probabilities (entries in [0, 1]; class indices: "
+    "jaxloss.softmax_cross_entropy_with_integer_labels with logits).",
+    _unit,
+    True,
+)
+
+
+def class_index_rule(
+    classes: int, axis: int, of: str = "logits", leave_out: str = "where=labels != -100 in jaxloss.ce_with_logits"
+) -> Rule:
+    """The rule of integer class indices into ``classes`` classes (the size of ``of`` along ``axis``): in
+    [0, classes). Outside it the loss is NaN, never a silently gathered value. ``leave_out`` says how to leave
+    padding rows out."""
+    return Rule(
+        f"must be class indices in [0, {classes}) ({of} has {classes} classes along axis {axis})",
+        f"Fix the labels upstream: each row's label names one of its {classes} classes (leave padding rows, "
+        f"labelled e.g. -100, out of the loss: {leave_out}).",
+        lambda x: (x >= 0) & (x < classes),
+        True,
+    )
+
+
 # --------------------------------------------------------------------------- declarations
 
 
@@ -159,6 +185,16 @@ class Declaration:
     static: tuple[str, ...]
     returns: Returns  # elementwise losses, one per row (a class axis reduced), a scalar mean, or one per example
     cli: str | None  # the name `jaxloss eval --loss` gives it, if any
+    # The argument that holds class indices when its dtype is integer (into the first array's class `axis`):
+    # jaxloss.checked requires them in [0, C); `jaxloss eval` picks this loss for an integer TARGETS file.
+    class_indices: str | None = None
+    # Value rules that replace the role's rule for this function (an argument name means more here than its
+    # role's row in ROLES says: cross_entropy's targets are a distribution, not finite regression targets).
+    rules: dict[str, Rule] = dataclasses.field(default_factory=dict, compare=False)
+
+    def rule(self, name: str) -> Rule | None:
+        """The value rule of argument ``name`` in this function (its own, else its role's)."""
+        return self.rules.get(name, ROLES[name].rule)
 
 
 DECLARED: dict[str, Declaration] = {}
@@ -176,6 +212,16 @@ def _is_text(x) -> bool:
     return isinstance(x, (list, tuple)) and any(_is_text(v) for v in x)
 
 
+# What a static option is, and an example of it, for the error when an array is passed instead.
+_STATIC_EXAMPLES = {
+    "axis": ("a Python number", "-1"),
+    "base": ("a Python number", "2"),
+    "axis_name": ("a mesh axis name", "'batch'"),
+    "class_axis_name": ("a mesh axis name", "'model'"),
+    "implementation": ("a string or None", "'xla'"),
+}
+
+
 def screen(fn: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """The arguments as ``fn``'s jitted body takes them, after the checks that must run before ``jax.jit`` sees them
     (it would reject text and arrays for static options with its own words)."""
@@ -184,10 +230,19 @@ def screen(fn: str, arguments: dict[str, Any]) -> dict[str, Any]:
         role = ROLES[name]
         if role.kind == "static":
             if isinstance(x, (jax.Array, np.ndarray)):
+                what, example = _STATIC_EXAMPLES.get(name, ("a Python number", "2"))
                 raise TypeError(
-                    f"jaxloss.{fn}: {name} must be a Python number (it is a compile-time option); got an array. "
-                    f"Pass e.g. {name}={'-1' if name == 'axis' else '2'}."
+                    f"jaxloss.{fn}: {name} must be {what} (it is a compile-time option); got an array. "
+                    f"Pass e.g. {name}={example}."
                 )
+            try:
+                hash(x)
+            except TypeError:  # jax.jit would refuse it in its own words
+                what, example = _STATIC_EXAMPLES.get(name, ("a Python number", "2"))
+                raise TypeError(
+                    f"jaxloss.{fn}: {name} must be {what} (it is a compile-time option, so hashable); got "
+                    f"{type(x).__name__} {x!r}. Pass e.g. {name}={example}."
+                ) from None
             continue
         # A big-endian NumPy array (read from a file written elsewhere): jax.jit refuses it, so swap it here.
         out[name] = x = _checks.native_byte_order(x)
@@ -211,13 +266,22 @@ def _is_python_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.ndarray, jax.Array))
 
 
-def loss(*, returns: Returns, cli: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def loss(
+    *,
+    returns: Returns,
+    cli: str | None = None,
+    class_indices: str | None = None,
+    rules: dict[str, Rule] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Make ``fun`` a public loss: jitted, screened, declared (see the module docstring).
 
     Args:
       returns: what it returns: ``"elementwise"`` losses, one per ``"rows"`` (a class axis reduced), a scalar
         ``"mean"``, or one per example (``"per_example"``, :mod:`jaxloss.batch`).
-      cli: its name in ``jaxloss eval --loss`` (elementwise and row losses only), or None.
+      cli: its name in ``jaxloss eval --loss`` (elementwise and row losses only), or None. Two losses may share
+        a name when one of them declares ``class_indices``: eval picks it for an integer TARGETS file.
+      class_indices: the argument that holds class indices when it is an integer array (``"labels"``).
+      rules: value rules for this function that replace its arguments' role rules (``{"targets": ...}``).
     """
 
     def decorate(fun: Callable[P, R]) -> Callable[P, R]:
@@ -225,6 +289,9 @@ def loss(*, returns: Returns, cli: str | None = None) -> Callable[[Callable[P, R
         unknown = [name for name in signature.parameters if name not in ROLES]
         if unknown:
             raise TypeError(f"{fun.__qualname__}: no role for argument(s) {unknown}; add them to jaxloss._api.ROLES")
+        strangers = [name for name in [*(rules or {}), class_indices] if name and name not in signature.parameters]
+        if strangers:
+            raise TypeError(f"{fun.__qualname__}: rules or class_indices name no argument: {strangers}")
         kinds = {name: ROLES[name].kind for name in signature.parameters}
         static = tuple(name for name, kind in kinds.items() if kind == "static")
         name = _public_name(fun)
@@ -236,6 +303,8 @@ def loss(*, returns: Returns, cli: str | None = None) -> Callable[[Callable[P, R
             static=static,
             returns=returns,
             cli=cli,
+            class_indices=class_indices,
+            rules=dict(rules or {}),
         )
         jitted = jax.jit(fun, static_argnames=static)
 
@@ -244,7 +313,9 @@ def loss(*, returns: Returns, cli: str | None = None) -> Callable[[Callable[P, R
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as err:  # Python's own words ("got an unexpected keyword argument ..."), named
-                raise TypeError(f"jaxloss.{name}() {err}") from None
+                raise TypeError(
+                    f"jaxloss.{name}: {err}; its arguments are {', '.join(signature.parameters)} (options by keyword)."
+                ) from None
             bound.apply_defaults()
             arguments = screen(name, bound.arguments)
             positional = [arguments.pop(p.name) for p in signature.parameters.values() if p.kind == p.POSITIONAL_ONLY]

@@ -217,3 +217,23 @@ def scalar_in_range(fn: str, name: str, value, lo: float, hi: float | None) -> N
         if not (v >= lo and (hi is None or v <= hi)):
             allowed = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
             raise ValueError(f"jaxloss.{fn}: {name} must be {allowed}; got {value!r}.")
+
+
+def bound_axis_name(fn: str, option: str, name, split: str) -> None:
+    """``axis_name`` / ``class_axis_name``: the name of an axis the caller maps over (``jax.shard_map``, or
+    ``jax.vmap(..., axis_name=...)``); outside one, JAX's collectives would raise a NameError of their own words."""
+    if name is None:
+        return
+    try:
+        jax.lax.axis_size(name)
+    except NameError:
+        raise ValueError(
+            f"jaxloss.{fn}: {option}={name!r} names no mapped axis here (it names the mesh axis {split} are split "
+            f"over, inside jax.shard_map); got it outside one. Call the loss inside shard_map with that mesh axis, "
+            f"or pass {option}=None."
+        ) from None
+    except TypeError:
+        raise TypeError(
+            f"jaxloss.{fn}: {option} must be a mesh axis name (a string, or a tuple of them) or None; got "
+            f"{name!r}. Pass e.g. {option}='model'."
+        ) from None

@@ -105,6 +105,64 @@ def derivative_checks(dtype) -> dict[str, list[tuple[str, Callable[[], None]]]]:
         _close(h(jnp.asarray(30, dtype)), 2.9008631e-12, 1e-6, "h(sigmoid(30))")
         _close([d(h)(inf), d(h)(-inf)], [0, 0], rel, "h'(+-inf)")
 
+    k = jnp.asarray([0, 3, 1])  # a class index per row of `logits`
+    targets = jnp.asarray(np.roll(np.asarray(probs), 1, axis=-1), dtype)  # another distribution per row
+
+    def softmax_ce_edges():
+        sce = jaxloss.softmax_cross_entropy
+        y = jnp.asarray([1.0, 0.0], dtype)
+        _close(sce(jnp.asarray([0.0, -np.inf], dtype), y), 0, rel, "CE with the other class at -inf")
+        _close(sce(jnp.asarray([-np.inf, 0.0], dtype), y), np.inf, rel, "CE with the label's class at -inf")
+        _close(sce(jnp.full(2, -np.inf, dtype), y), 0, rel, "CE with every class out")
+        _close(jax.grad(sce)(jnp.zeros(2, dtype), y), [-0.5, 0.5], rel, "dCE/dz = S softmax(z) - y")
+        g = jax.grad(lambda z: sce(z, y, where=jnp.asarray([True, False])))(jnp.asarray([0.0, 5.0], dtype))
+        _close(g, [0, 0], rel, "dCE/dz with the other class masked by where")
+
+    def integer_ce_edges():
+        ice = jaxloss.softmax_cross_entropy_with_integer_labels
+        zero = jnp.asarray(0)
+        confident = jnp.asarray([30.0, 0.0], dtype)
+        e = np.exp(-30.0)
+        _close(ice(confident, zero), np.log1p(e), rel, "CE of a confident prediction, log1p(e^-30)")
+        # the target entry -sum of the others (softmax - one_hot cancels to 0 in float32)
+        _close(jax.grad(ice)(confident, zero), [-e / (1 + e), e / (1 + e)], rel, "dCE/dz of a confident prediction")
+        _expect(bool(np.isnan(ice(confident, jnp.asarray(2)))), "a label outside [0, C) gives NaN")
+        smooth = ice(jnp.zeros(4, dtype), zero, label_smoothing=0.5)
+        _close(smooth, np.log(4), rel, "CE of uniform logits with label smoothing")
+
+    def kl_edges():
+        kl = jaxloss.kl_divergence_from_logits
+        z = jnp.asarray([0.0, 1.0, -2.0], dtype)
+        _close(kl(z, z + 7), 0, 0, "KL of rows that differ by a constant shift (exactly 0)")
+        _close(jax.grad(kl)(z, z + 7), [0, 0, 0], rel, "dKL/dz at equal distributions")
+        _close(kl(jnp.asarray([0.0, -np.inf], dtype), jnp.asarray([0.0, 0.0], dtype)), np.inf, rel, "KL, p = 0 < q")
+        _close(kl(jnp.asarray([0.0, 0.0], dtype), jnp.asarray([0.0, -np.inf], dtype)), np.log(2), rel, "KL, q = 0")
+
+    def cross_entropy_edges():
+        ce = jaxloss.cross_entropy
+        p3, t3 = jnp.asarray([0.5, 0.5, 0.0], dtype), jnp.asarray([1.0, 0.0, 0.0], dtype)
+        _close(ce(p3, t3, base=2), 1, rel, "CE(p = (1/2, 1/2, 0), one-hot) in bits")
+        _close(jax.grad(ce)(p3, t3), [-2, 0, 0], rel, "dCE/dp = -t/p (0 where t = 0, even at p = 0)")
+        _close(ce(jnp.asarray([1.0, 0.0], dtype), jnp.asarray([0.0, 1.0], dtype)), np.inf, rel, "CE, p = 0 < t")
+
+    def relative_entropy_edges():
+        re = jaxloss.relative_entropy
+        p2, q2 = jnp.asarray([0.5, 0.5], dtype), jnp.asarray([0.25, 0.75], dtype)
+        _close(re(p2, q2), 0.5 * np.log(2) + 0.5 * np.log(2 / 3), rel, "D(p || q)")
+        _close(re(p2, p2), 0, 0, "D(p || p) = 0")
+        _close(jax.grad(re)(p2, q2), [np.log(2) + 1, np.log(2 / 3) + 1], rel, "dD/dp = log(p/q) + 1")
+        _close(re(jnp.asarray([0.0, 1.0], dtype), jnp.asarray([0.5, 0.5], dtype)), np.log(2), rel, "0 log(0/q) = 0")
+
+    def ce_with_logits_edges():
+        nothing = jnp.zeros(k.shape, bool)  # where selects rows here
+        _close(jaxloss.ce_with_logits(logits, k, where=nothing), 0, rel, "mean over no row selected")
+        g0 = jax.grad(lambda z: jaxloss.ce_with_logits(z, k, where=nothing))(logits)
+        _close(g0, np.zeros(g0.shape), rel, "gradient of the mean over no row selected")
+        padded = jnp.asarray([0, -100, 1])  # a padding label in a row left out reaches neither value nor gradient
+        keep = padded != -100
+        g = jax.grad(lambda z: jaxloss.ce_with_logits(z, padded, where=keep))(logits)
+        _expect(bool(np.all(np.isfinite(g)) and np.all(g[1] == 0)), f"dCE/dz of a padded row: got {g[1]}")
+
     mse, mean = jaxloss.mse, jaxloss.mean
     return {
         "sigmoid_binary_cross_entropy": [("check_grads", lambda: grads(bce, z, y)), ("edges", bce_edges)],
@@ -138,6 +196,36 @@ def derivative_checks(dtype) -> dict[str, list[tuple[str, Callable[[], None]]]]:
         "binary_entropy_from_logits": [
             ("check_grads", lambda: grads(jaxloss.binary_entropy_from_logits, z)),
             ("edges", binary_entropy_logits_edges),
+        ],
+        "softmax_cross_entropy": [
+            ("check_grads", lambda: grads(jaxloss.softmax_cross_entropy, logits, probs)),
+            ("edges", softmax_ce_edges),
+        ],
+        "softmax_cross_entropy_with_integer_labels": [
+            (
+                "check_grads",
+                lambda: grads(
+                    lambda z: jaxloss.softmax_cross_entropy_with_integer_labels(z, k, label_smoothing=0.1), logits
+                ),
+            ),
+            ("edges", integer_ce_edges),
+        ],
+        "kl_divergence_from_logits": [
+            ("check_grads", lambda: grads(jaxloss.kl_divergence_from_logits, logits, logits[::-1])),
+            ("edges", kl_edges),
+        ],
+        "cross_entropy": [
+            ("check_grads", lambda: grads(jaxloss.cross_entropy, probs, targets)),
+            ("edges", cross_entropy_edges),
+        ],
+        "relative_entropy": [
+            ("check_grads", lambda: grads(jaxloss.relative_entropy, probs, targets)),
+            ("edges", relative_entropy_edges),
+        ],
+        "ce_with_logits": [
+            ("check_grads", lambda: grads(lambda z: jaxloss.ce_with_logits(z, k, weights=w[:3]), logits)),
+            ("check_grads, distributions", lambda: grads(jaxloss.ce_with_logits, logits, probs)),
+            ("edges", ce_with_logits_edges),
         ],
     }
 

@@ -24,8 +24,9 @@ import jax
 import numpy as np
 
 from . import _api, npyfiles, streaming
-from . import classification as classification  # imported for their declarations (in _api.DECLARED), which
-from . import entropy as entropy  # LOSSES reads: `import jaxloss` may load them only on first use
+from . import categorical as categorical  # imported for their declarations (in _api.DECLARED), which
+from . import classification as classification  # LOSSES reads: `import jaxloss` may load them only on first use
+from . import entropy as entropy
 from . import regression as regression
 from ._format import device
 from .npyfiles import InputError, open_array, require_kind
@@ -41,23 +42,43 @@ class Loss(NamedTuple):
     reduces_axis: bool  # entropy over a class axis: one loss per row
     takes_base: bool
     roles: tuple[str, ...]  # the declared names of its array arguments: ("logits", "labels")
+    declaration: _api.Declaration
+    # The loss of the same name for an integer TARGETS file, which then holds class indices (one per row):
+    # ce-logits is softmax_cross_entropy for distributions, softmax_cross_entropy_with_integer_labels for indices.
+    indices: Loss | None = None
 
 
-# The losses `--loss` names: every public loss declared with a command-line name (jaxloss._api), in the order of
-# their names.
-LOSSES = {
-    d.cli: Loss(
-        d.function, d.arrays[1] if len(d.arrays) > 1 else None, d.returns == "rows", "base" in d.static, d.arrays
-    )
-    for d in sorted(_api.DECLARED.values(), key=lambda d: d.cli or "")
-    if d.cli is not None
-}
+def _loss(d: _api.Declaration) -> Loss:
+    second = d.arrays[1] if len(d.arrays) > 1 else None
+    return Loss(d.function, second, d.returns == "rows", "base" in d.static, d.arrays, d)
+
+
+def _losses() -> dict[str, Loss]:
+    """The losses `--loss` names: every public loss declared with a command-line name (jaxloss._api), in the order
+    of their names. A name two losses share is that of the one without class indices, with the other as its
+    ``indices``."""
+    named: dict[str, list[_api.Declaration]] = {}
+    for d in sorted(_api.DECLARED.values(), key=lambda d: (d.cli or "", d.class_indices is not None)):
+        if d.cli is not None:
+            named.setdefault(d.cli, []).append(d)
+    losses = {}
+    for cli, declarations in named.items():
+        if len(declarations) > 2 or (len(declarations) == 2 and declarations[1].class_indices is None):
+            raise RuntimeError(f"jaxloss eval --loss {cli}: declared by {[d.name for d in declarations]}")
+        losses[cli] = _loss(declarations[0])
+        if len(declarations) == 2:
+            losses[cli] = losses[cli]._replace(indices=_loss(declarations[1]))
+    return losses
+
+
+LOSSES = _losses()
 
 # The value checks eval runs unless --no-check: these roles' rules (jaxloss._api.ROLES, the rules jaxloss.checked
 # applies). A value outside its range gives a wrong mean with no sign of it (labels 0/255 make a negative
 # cross-entropy). NaN and inf in logits, predictions and targets are not refused: they show in the result (NaN
-# counted and reported, inf as inf).
-CHECKED_ROLES = ("labels", "probabilities", "weights")
+# counted and reported, inf as inf). Also checked: an argument the loss gives a rule of its own (cross_entropy's
+# targets, a distribution: jaxloss._api.Declaration.rules), and class indices (in [0, C), C the classes of PRED).
+CHECKED_ROLES = ("labels", "probabilities", "reference", "weights")
 
 # Peak memory eval plans for, by default: batches of every input (host and device copies, the next batch read while
 # one computes) and the loss's intermediates, over the ~200 MB that Python with JAX takes before reading anything.
@@ -205,10 +226,12 @@ def run(args) -> int:
     if spec.targets is None and args.targets is not None:
         raise InputError(f"--loss {args.loss} takes one file; got a second one ({args.targets})")
     if args.axis is not None and not spec.reduces_axis:
-        raise InputError(f"--axis applies to --loss entropy and entropy-logits only; got --loss {args.loss}")
+        with_axis = ", ".join(name for name, loss in LOSSES.items() if loss.reduces_axis)
+        raise InputError(f"--axis applies to the losses with a class axis ({with_axis}) only; got --loss {args.loss}")
     if args.base is not None:
         if not spec.takes_base:
-            raise InputError(f"--base applies to the entropy losses only; got --loss {args.loss}")
+            bases = ", ".join(name for name, loss in LOSSES.items() if loss.takes_base)
+            raise InputError(f"--base applies to {bases} only; got --loss {args.loss}")
         if not (args.base > 0 and args.base != 1 and math.isfinite(args.base)):
             raise InputError(f"--base must be positive, finite and not 1; got {args.base:g} (2 gives bits)")
     if args.batch_size is not None and args.batch_size < 1:
@@ -225,25 +248,6 @@ def run(args) -> int:
     require_kind(f"PRED {args.predictions}", np.dtype(pred.dtype), "f", "floating-point predictions")
     if len(pred.shape) == 0 or pred.shape[0] == 0:
         raise InputError(f"PRED {args.predictions}: has no rows (shape {pred.shape}); nothing to evaluate")
-    arrays = [pred]
-    if args.targets is not None:
-        targets = open_array(args.targets, "TARGETS")
-        require_kind(f"TARGETS {args.targets}", np.dtype(targets.dtype), "fiub", "numbers (float, int or bool)")
-        if getattr(args, "squeeze", False) and _column_and_vector(pred.shape, targets.shape):
-            columns: list[Any] = [_Column(x) if len(x.shape) == 2 else x for x in (pred, targets)]
-            pred, targets = columns
-            arrays[0] = pred
-        if tuple(targets.shape) != tuple(pred.shape):
-            raise InputError(
-                f"PRED and TARGETS must have the same shape; got {tuple(pred.shape)} and {tuple(targets.shape)}"
-                + (
-                    " (for (N, 1) against (N,), pass --squeeze)"
-                    if _column_and_vector(pred.shape, targets.shape)
-                    else ""
-                )
-            )
-        arrays.append(targets)
-
     options: dict[str, Any] = {}
     loss_shape = tuple(pred.shape)
     if spec.reduces_axis:
@@ -261,6 +265,40 @@ def run(args) -> int:
             )
         options["axis"] = axis
         loss_shape = loss_shape[: axis % ndim] + loss_shape[axis % ndim + 1 :]
+    arrays = [pred]
+    index_rule = None  # the rule of class indices in TARGETS, when it holds them
+    if args.targets is not None:
+        targets = open_array(args.targets, "TARGETS")
+        kind = np.dtype(targets.dtype).kind
+        if _api.ROLES[spec.roles[1]].kind == "float":
+            require_kind(f"TARGETS {args.targets}", np.dtype(targets.dtype), "f", f"floating-point {spec.targets}")
+        require_kind(f"TARGETS {args.targets}", np.dtype(targets.dtype), "fiub", "numbers (float, int or bool)")
+        indexed = spec.indices or (spec if spec.declaration.class_indices is not None else None)
+        if indexed is not None and kind in "iu":  # class indices: one per row
+            spec = indexed
+            index_rule = _api.class_index_rule(
+                int(pred.shape[options["axis"]]), options["axis"], "PRED", leave_out="--where MASK"
+            )
+            if tuple(targets.shape) != loss_shape:
+                raise InputError(
+                    f"TARGETS {args.targets}: integer labels are class indices, one per row of PRED "
+                    f"{tuple(pred.shape)} (shape {loss_shape}); got shape {tuple(targets.shape)} (for one "
+                    f"distribution per row, save the labels as floats of PRED's shape)"
+                )
+        if index_rule is None and getattr(args, "squeeze", False) and _column_and_vector(pred.shape, targets.shape):
+            columns: list[Any] = [_Column(x) if len(x.shape) == 2 else x for x in (pred, targets)]
+            pred, targets = columns
+            arrays[0] = pred
+        if index_rule is None and tuple(targets.shape) != tuple(pred.shape):
+            hint = ""
+            if _column_and_vector(pred.shape, targets.shape):
+                hint = " (for (N, 1) against (N,), pass --squeeze)"
+            elif spec.indices is not None and tuple(targets.shape) == loss_shape:
+                hint = f" (class indices, one per row, must be saved as integers; got {np.dtype(targets.dtype)})"
+            raise InputError(
+                f"PRED and TARGETS must have the same shape; got {tuple(pred.shape)} and {tuple(targets.shape)}" + hint
+            )
+        arrays.append(targets)
     if args.base is not None:
         options["base"] = args.base
     loss = functools.partial(spec.fn, **options) if options else spec.fn
@@ -288,11 +326,15 @@ def run(args) -> int:
     if "weights" in extra:
         names["weights"] = ("--weights", args.weights, "weights")
     checks: dict[str, streaming.Rule] = {}
+    rules = {key: spec.declaration.rule(role) for key, (_, _, role) in names.items()}
+    if index_rule is not None:
+        rules["arrays[1]"] = index_rule
     if not args.no_check:
         checks = {
             key: rule
             for key, (_, _, role) in names.items()
-            if role in CHECKED_ROLES and (rule := _api.ROLES[role].rule) is not None
+            if (role in CHECKED_ROLES or role in spec.declaration.rules or rules[key] is index_rule)
+            and (rule := rules[key]) is not None
         }
 
     batch_size = _batch_size(args.batch_size, [*arrays, *extra.values()], max_memory, args.max_memory is None)
@@ -307,7 +349,7 @@ def run(args) -> int:
             npyfiles.close(x.base if isinstance(x, _Column) else x)
     for key, found in result.violations.items():
         what, path, role = names[key]
-        rule = _api.ROLES[role].rule
+        rule = rules[key]
         assert rule is not None
         index = ", ".join(map(str, found.first))
         some = "1 value fails" if found.failing == 1 else f"{found.failing:,} values fail"

@@ -1,7 +1,7 @@
 """Per-example losses and gradients: ``jax.vmap`` of the single-example functions over a leading example axis.
 
-The leading axis of every array argument indexes examples. ``mse``, ``bce_with_logits``
-and ``mean`` return one loss per example, shape ``(B,)``; ``per_example`` does the same for
+The leading axis of every array argument indexes examples. ``mse``, ``bce_with_logits``,
+``ce_with_logits`` and ``mean`` return one loss per example, shape ``(B,)``; ``per_example`` does the same for
 any single-example loss; ``grad`` and ``value_and_grad`` give per-example gradients of a
 user loss ``fn(params, *examples)`` with ``params`` shared and the examples batched, e.g.
 for per-example gradient clipping (DP-SGD), influence functions or data valuation.
@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from . import _api, _checks, classification, reduce, regression
+from . import _api, _checks, categorical, classification, reduce, regression
 
-__all__ = ["bce_with_logits", "grad", "mean", "mse", "per_example", "value_and_grad"]
+__all__ = ["bce_with_logits", "ce_with_logits", "grad", "mean", "mse", "per_example", "value_and_grad"]
 
 
 def _has_example_axis(fn: str, name: str, x: jax.Array) -> None:
@@ -187,6 +187,103 @@ def bce_with_logits(
         weights=weights,
         where=where,
     )
+
+
+@_api.loss(returns="per_example", class_indices="labels")
+def ce_with_logits(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis: int = -1,
+    label_smoothing: ArrayLike = 0.0,
+    weights: ArrayLike | None = None,
+    where: ArrayLike | None = None,
+    implementation: str | None = None,
+) -> jax.Array:
+    r"""Per-example mean categorical cross-entropy from logits: :func:`jaxloss.ce_with_logits` of each example.
+
+    .. math::
+        \ell_b = \frac{\sum_r w_{br}\,L(z_{br}, y_{br})}{\sum_r w_{br}}
+
+    over the rows ``where`` selects (a sequence's tokens, say), with :math:`L` the softmax cross-entropy of
+    one row (:func:`jaxloss.softmax_cross_entropy_with_integer_labels` for integer ``labels``,
+    :func:`jaxloss.softmax_cross_entropy` for a distribution per row: the same exact formulation, limits and
+    derivatives). This is ``jax.vmap(jaxloss.ce_with_logits)`` and equals a Python loop over examples; an
+    example with nothing selected has loss 0 and gradient 0. Gradients come back in the logits' dtype.
+
+    Args:
+      logits: ``[B, ..., C, ...]`` real floating array: examples along axis 0, classes along ``axis``.
+      labels: integer class indices (``logits.shape`` without ``axis``) or float distributions
+        (``logits.shape``).
+      axis: the class axis of ``logits`` as passed here (not 0, the example axis); default the last.
+      label_smoothing: :math:`\alpha \in [0, 1]`, shared by every example.
+      weights: optional non-negative per-row weights broadcasting to ``logits.shape`` without ``axis``.
+      where: optional boolean row selection broadcasting to that shape (padding: ``where=labels != pad_id``).
+      implementation: ``None`` (the best available), ``"xla"`` or ``"cpu"`` for integer labels.
+
+    Returns:
+      ``[B]`` losses, float32 for 16-bit or float32 logits (float64 for float64).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxloss
+      >>> logits = jnp.array([[[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]], [[0.0, 5.0, 0.0], [1.0, 1.0, 1.0]]])
+      >>> labels = jnp.array([[0, 2], [1, -100]])  # -100: padding
+      >>> jaxloss.batch.ce_with_logits(logits, labels, where=labels != -100)
+      Array([0.6342292, 0.0133859], dtype=float32)
+    """
+    fn = "batch.ce_with_logits"
+    z = _checks.as_float_array(fn, "logits", logits)
+    _has_example_axis("ce_with_logits", "logits", z)
+    if z.ndim < 2:
+        raise ValueError(
+            f"jaxloss.{fn}: logits must have an example axis and a class axis (shape [B, ..., C]); got shape "
+            f"{z.shape}. Pass logits[:, None] for examples of one row, or use jaxloss.ce_with_logits for one example."
+        )
+    axis = _checks.normalize_axis(fn, axis, z.ndim)
+    if axis == 0:
+        raise ValueError(
+            f"jaxloss.{fn}: axis 0 is the example axis, not a class axis; got axis=0 for logits of shape {z.shape}. "
+            f"Pass the class axis, e.g. axis=-1."
+        )
+    rows = z.shape[:axis] + z.shape[axis + 1 :]
+    kind = getattr(labels, "dtype", None)
+    if kind is None and not isinstance(labels, (str, bytes)):
+        kind = np.asarray(labels).dtype
+    if kind is not None and jnp.issubdtype(kind, jnp.bool_):
+        raise TypeError(
+            f"jaxloss.{fn}: labels of dtype bool are ambiguous (class indices or a distribution?); got bool. "
+            f"Pass integer class indices (labels.astype(jnp.int32)) or a float distribution per row."
+        )
+    if kind is not None and jnp.issubdtype(kind, jnp.integer):
+        y = jnp.asarray(_checks.native_byte_order(labels))
+        expected, what = rows, "class indices: logits.shape without the class axis"
+    else:
+        y = _checks.as_label_array(fn, "labels", labels, _checks.compute_dtype(z))
+        expected, what = z.shape, "one distribution per row: logits.shape"
+    if y.shape != expected:
+        raise ValueError(
+            f"jaxloss.{fn}: labels must have shape {expected} ({what}); got {y.shape}. Give every example the same "
+            f"rows, one label per row (or one distribution per row, as floats of logits' shape)."
+        )
+    mapped: dict[str, jax.Array] = {"logits": z, "labels": y}
+    if weights is not None:
+        mapped["weights"] = _checks.broadcast_option(fn, "weights", weights, rows, _checks.compute_dtype(z))
+    mask = _checks.broadcast_mask(fn, where, rows)
+    if mask is not None:
+        mapped["where"] = mask
+
+    def one(m):
+        options = {k: v for k, v in m.items() if k not in ("logits", "labels")}
+        return categorical.ce_with_logits(
+            m["logits"],
+            m["labels"],
+            axis=axis - 1,
+            label_smoothing=label_smoothing,
+            implementation=implementation,
+            **options,
+        )
+
+    return jax.vmap(one)(mapped)
 
 
 def per_example(fn: Callable[..., Any], /, *, in_axes: int | Sequence[Any] | None = 0) -> Callable[..., Any]:

@@ -3,7 +3,7 @@
 Input files are data, never code: ``.npy`` headers are parsed with NumPy's format reader,
 object dtypes are refused before any data is read, and nothing is ever unpickled
 (``allow_pickle=False``); big-endian files are byte-swapped batch by batch. Bad input (a
-damaged file, labels outside [0, 1], negative weights, a row wider than ``--max-memory``,
+damaged file, labels outside [0, 1], class indices outside [0, C), negative weights, a row wider than ``--max-memory``,
 ``--json`` naming an input) gives one line on stderr and exit code 2; Ctrl-C gives one line
 and exit code 130. ``.npy`` files and uncompressed ``.npz`` members are
 memory-mapped; compressed ``.npz`` members are decompressed batch by batch; no input is
@@ -21,6 +21,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 
 from .npyfiles import InputError
 
@@ -54,7 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "predictions", metavar="PRED", help="predictions, logits or probabilities: FILE.npy or FILE.npz:KEY"
     )
-    ev.add_argument("targets", metavar="TARGETS", nargs="?", help="labels or targets (bce-logits, bce, mse)")
+    ev.add_argument(
+        "targets",
+        metavar="TARGETS",
+        nargs="?",
+        help="labels or targets (bce-logits, bce, mse); for ce-logits integer class indices (one per row) or float "
+        "distributions (PRED's shape); target logits (kl-logits), target distributions (ce), the reference "
+        "(relative-entropy)",
+    )
     ev.add_argument("-h", "--help", action=_EvalHelp, help="show this help message (and the losses) and exit")
     ev.add_argument(
         "--squeeze",
@@ -66,8 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--weights", metavar="W", help="non-negative finite weights, one per row or one per loss value (checked)"
     )
-    ev.add_argument("--axis", type=int, help="class axis of PRED for entropy, entropy-logits (default -1)")
-    ev.add_argument("--base", type=float, help="logarithm base for the entropy losses (2: bits; default: nats)")
+    ev.add_argument(
+        "--axis", type=int, help="class axis of PRED for the losses with one (entropy, ce-logits, ...; default -1)"
+    )
+    ev.add_argument(
+        "--base",
+        type=float,
+        help="logarithm base for the entropy and divergence losses (2: bits; default: nats)",
+    )
     ev.add_argument(
         "--batch-size",
         type=int,
@@ -76,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--no-check",
         action="store_true",
-        help="skip the value checks (labels and probabilities in [0, 1], weights finite and >= 0), which run on "
-        "the device batch by batch; the output says checks off",
+        help="skip the value checks (labels and probabilities in [0, 1], class indices in [0, C), weights finite "
+        "and >= 0), which run on the device batch by batch; the output says checks off",
     )
     ev.add_argument(
         "--max-memory",
@@ -115,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
 _DEFAULT_MAX_MEMORY_MIB = 512  # jaxloss._cmd_eval.DEFAULT_MAX_MEMORY, kept here so that --help needs no JAX
 
 
+class _KeepNames(argparse.HelpFormatter):
+    """Help text wrapped between words only: a loss name (entropy-logits) is never split at its hyphen."""
+
+    def _fill_text(self, text, width, indent):
+        text = " ".join(text.split())
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+
 class _EvalHelp(argparse.Action):
     """``jaxloss eval --help``: the usual help, with the losses (from their declarations) listed and as choices."""
 
@@ -126,6 +148,7 @@ class _EvalHelp(argparse.Action):
 
         losses = ", ".join(_cmd_eval.LOSSES)
         parser.epilog = f"losses: {losses}"
+        parser.formatter_class = _KeepNames
         parser.print_help()
         parser.exit()
 

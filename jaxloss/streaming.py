@@ -168,8 +168,15 @@ def _host_batch(x, start: int, stop: int, size: int):
             return _device_rows(x, start, size)
         return jnp.pad(x[start:stop], [(0, size - (stop - start))] + [(0, 0)] * (x.ndim - 1))
     dtype = _device_dtype(x.dtype)
+    source = np.dtype(x.dtype)
+    rows = x[start:stop]  # reads just these rows (from disk for a memmap)
+    if source.kind in "iu" and dtype.kind in "iu" and source.itemsize > dtype.itemsize:
+        # int64 narrowed to int32 (x64 off) would wrap (2**32 + 1 becoming a valid class index 1): saturate, so
+        # that a value out of the narrow range stays out of range, and is reported as such by a check.
+        wide, narrow = np.iinfo(source), np.iinfo(dtype)
+        rows = np.clip(np.asarray(rows), max(wide.min, narrow.min), min(wide.max, narrow.max))
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes +-inf, as in JAX (and is reported)
-        batch = np.asarray(x[start:stop], dtype=dtype)  # reads just these rows (from disk for a memmap)
+        batch = np.asarray(rows, dtype=dtype)
     if dtype == np.bool_:  # a file's bool bytes may hold any value; NumPy reads nonzero as True: make that 1
         batch = batch.view(np.uint8) != 0
     if stop - start < size:
@@ -209,8 +216,10 @@ def _step_values(loss, rules, state: Mean, n_valid, data, arrays, weights, where
     if values.ndim == 0 or values.shape[0] != rows:
         raise ValueError(
             f"jaxloss.{fn}: loss must return one value per row (shape ({rows}, ...) for a batch of {rows} rows); "
-            f"got shape {values.shape}. Pass the elementwise form (jaxloss.squared_error, not jaxloss.mse; "
-            f"jaxloss.sigmoid_binary_cross_entropy, not jaxloss.bce_with_logits)."
+            f"got shape {values.shape}. Pass the elementwise or per-row form (jaxloss.squared_error, not jaxloss.mse; "
+            f"jaxloss.sigmoid_binary_cross_entropy, not jaxloss.bce_with_logits; "
+            f"jaxloss.softmax_cross_entropy_with_integer_labels or jaxloss.softmax_cross_entropy, not "
+            f"jaxloss.ce_with_logits), or a per-example one (jaxloss.batch.ce_with_logits)."
         )
     for name, x in (("weights", weights), ("where", where)):
         if x is not None and x.shape not in ((rows,), values.shape):
@@ -415,10 +424,13 @@ def evaluate(
     batch of rows to one value per row (or per element: ``[B, ...]``), e.g.
     :func:`jaxloss.sigmoid_binary_cross_entropy`, :func:`jaxloss.squared_error`,
     :func:`jaxloss.binary_entropy`, or ``functools.partial(jaxloss.entropy, base=2)``
-    (one entropy per row). Scalar means such as :func:`jaxloss.mse` are rejected: pass
-    their elementwise form. The arrays may be anything indexable by row slices —
-    NumPy arrays, ``np.load(..., mmap_mode="r")`` memmaps, JAX arrays — and only one
-    batch of rows is read at a time.
+    (one entropy per row), :func:`jaxloss.softmax_cross_entropy_with_integer_labels`
+    (logits ``[N, C]`` and class indices ``[N]``). Scalar means such as :func:`jaxloss.mse`
+    and :func:`jaxloss.ce_with_logits` are rejected: pass their elementwise or per-row form
+    (or a per-example one, :func:`jaxloss.batch.ce_with_logits`: one mean per example).
+    The arrays may be anything indexable by row slices — NumPy arrays,
+    ``np.load(..., mmap_mode="r")`` memmaps, JAX arrays — and only one batch of rows
+    is read at a time.
 
     Each batch is copied to the default device with ``jax.device_put`` (asynchronous)
     while the previous batch computes. The last, partial batch is zero-padded and its

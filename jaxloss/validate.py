@@ -12,20 +12,33 @@ uses the names below (the core functions, :mod:`jaxloss.batch`, or your own):
 =================== ==================================================
 argument            allowed values
 =================== ==================================================
-``labels``          in [0, 1] (so never NaN)
-``probabilities``   in [0, 1]
+``labels``          in [0, 1] (so never NaN); integer class indices
+                    (``softmax_cross_entropy_with_integer_labels``,
+                    ``ce_with_logits``): in [0, C), C the number of
+                    classes of ``logits`` along ``axis``
+``probabilities``   in [0, 1]; in a row loss (``entropy``,
+                    ``cross_entropy``, ``relative_entropy``) each row
+                    also sums to 1 (within 4 ulp per class)
+``reference``       in [0, 1], each row summing to 1
 ``logits``          not NaN; ``-inf`` and ``+inf`` are allowed (limits)
+``target_logits``   likewise
 ``predictions``     finite
-``targets``         finite
+``targets``         finite; in [0, 1] for ``cross_entropy``
 ``values``          not NaN (an infinite loss is a value; NaN is not)
 ``weights``         finite and >= 0
 ``pos_weight``      finite and >= 0
 ``label_smoothing`` in [0, 1]
 =================== ==================================================
 
+A public loss may give an argument its own rule (its declaration's ``rules``,
+:mod:`jaxloss._api`): ``targets`` means a distribution in ``cross_entropy``.
+
 Entries that a function never reads are not checked: those where ``where`` is
 False, and, in the means, those whose weight is 0 (the documented contract of
 :func:`jaxloss.mean`). ``weights`` themselves are checked where ``where`` is True.
+In ``ce_with_logits``, ``where`` and ``weights`` select rows: a row left out is not
+checked in any class (a padding label such as -100 there is never reported). In the
+per-row functions, ``where`` leaves classes out; class indices are always checked.
 """
 
 from __future__ import annotations
@@ -126,24 +139,89 @@ def _mask(value, select) -> jax.Array | None:
     return select(x)
 
 
-def _check_values(fn_name: str, names: list[str], arguments: dict[str, Any]) -> None:
+def _class_index_rule(declaration: _api.Declaration, arguments: dict[str, Any], x: jax.Array) -> _api.Rule | None:
+    """The rule of integer class indices ``x`` (declaration.class_indices): in [0, C), C the size of the class
+    axis of the first array; None when the shapes do not fit (the function raises its own error when traced)."""
+    try:
+        shape = jnp.shape(arguments[declaration.arrays[0]])
+        axis = arguments.get("axis", -1)
+        if isinstance(axis, bool) or not -len(shape) <= int(axis) < len(shape):
+            return None
+    except (TypeError, ValueError, KeyError):
+        return None
+    k = int(axis) % len(shape)
+    if tuple(x.shape) != tuple(shape[:k] + shape[k + 1 :]):
+        return None
+    return _api.class_index_rule(int(shape[k]), int(axis), declaration.arrays[0])
+
+
+def _row_shape(declaration: _api.Declaration | None, arguments: dict[str, Any]) -> tuple[tuple[int, ...], int] | None:
+    """For a mean over rows (a class axis reduced first: ce_with_logits, batch.ce_with_logits), the rows' shape
+    and the class axis: ``where`` and ``weights`` select rows there, and reach every class of a selected row. None
+    otherwise."""
+    if declaration is None or declaration.returns not in ("mean", "per_example") or "axis" not in declaration.static:
+        return None
+    try:
+        shape = jnp.shape(arguments[declaration.arrays[0]])
+        axis = int(arguments.get("axis", -1))
+    except (TypeError, ValueError, KeyError):
+        return None
+    if not -len(shape) <= axis < len(shape):
+        return None
+    axis %= len(shape)
+    return tuple(shape[:axis] + shape[axis + 1 :]), axis
+
+
+def _fit_rows(mask: jax.Array | None, shape: tuple[int, ...], rows: tuple[tuple[int, ...], int]):
+    """A row selection as a selection over an argument of ``shape``: the row shape itself, or the rows with their
+    class axis (every class of a selected row)."""
+    if mask is None:
+        return None
+    row_shape, axis = rows
+    selected = _fit(mask, row_shape)
+    if selected is None or tuple(shape) == row_shape:
+        return selected
+    if len(shape) == len(row_shape) + 1:
+        return jnp.broadcast_to(jnp.expand_dims(selected, axis), shape)
+    return None
+
+
+def _check_values(
+    fn_name: str, names: list[str], arguments: dict[str, Any], declaration: _api.Declaration | None = None
+) -> None:
     where = _mask(arguments.get("where"), lambda m: m if m.dtype == bool else None)
     nonzero = _mask(arguments.get("weights"), lambda w: w != 0)
+    rows = _row_shape(declaration, arguments)
     for arg in names:
         value = arguments.get(arg)
         if value is None:
             continue
-        rule = _RULES[arg]
+        rule = _RULES[arg] if declaration is None else declaration.rule(arg)
+        if rule is None:
+            continue
         try:
             x = jnp.asarray(value)
         except (TypeError, ValueError):
             continue  # not an array: fn raises its own TypeError when traced
         if not _is_real(x.dtype):
             continue  # complex, ...: likewise
+        indices = (
+            declaration is not None
+            and arg == declaration.class_indices
+            and jnp.issubdtype(x.dtype, jnp.integer)
+            and not jnp.issubdtype(x.dtype, jnp.bool_)
+        )
+        if indices:
+            assert declaration is not None
+            rule = _class_index_rule(declaration, arguments, x)
+            if rule is None:
+                continue
         bad = ~rule.ok(x)
         masks = [where, nonzero] if rule.data else ([where] if arg == "weights" else [])
+        if indices and rows is None:
+            masks = []  # a per-row function's `where` leaves classes out, not rows: every label is read
         for mask in masks:
-            selected = _fit(mask, x.shape)
+            selected = _fit(mask, x.shape) if rows is None else _fit_rows(mask, x.shape, rows)
             if selected is not None:
                 bad = bad & selected
         _report(fn_name, arg, rule, x, bad)
@@ -157,25 +235,38 @@ def _call(fn: Callable, static: tuple, dynamic: dict[str, Any]):
     bound = inspect.BoundArguments(signature, {p: arguments[p] for p in signature.parameters if p in arguments})
     # The checks are staged before fn: checkify's cost per check grows with the size of the trace so far.
     # They only record; fn's own trace-time errors (shapes, dtypes) still raise when fn is traced below.
-    _check_values(_public_name(fn), [p for p in signature.parameters if p in _RULES], arguments)
     declaration = vars(fn).get("declaration")
-    if declaration is not None and declaration.returns == "rows" and "probabilities" in declaration.arrays:
-        _check_row_sums(_public_name(fn), arguments)
+    names = [p for p in signature.parameters if p in _RULES]
+    _check_values(_public_name(fn), names, arguments, declaration)
+    if declaration is not None and declaration.returns == "rows":
+        for arg in _ROW_SUMS:
+            if arg in declaration.arrays:
+                _check_row_sums(_public_name(fn), arguments, arg)
     return fn(*bound.args, **bound.kwargs)
 
 
 ROW_SUM_ULPS = 4  # per class: a row of n probabilities may sum to 1 within 4 n ulp (each rounded, then added)
 
+# The arguments of a row loss that hold one distribution per row, and so must sum to 1 over the class axis.
+_ROW_SUMS = ("probabilities", "reference")
 
-def _check_row_sums(fn_name: str, arguments: dict[str, Any]) -> None:
+# What to pass instead of unnormalised rows, by the function they went to.
+_FROM_LOGITS = {
+    "entropy": "jaxloss.entropy_from_logits",
+    "cross_entropy": "jaxloss.softmax_cross_entropy",
+    "relative_entropy": "jaxloss.kl_divergence_from_logits",
+}
+
+
+def _check_row_sums(fn_name: str, arguments: dict[str, Any], arg: str = "probabilities") -> None:
     """Rows of probabilities (over ``axis``, the entries ``where`` selects) must sum to 1 within ROW_SUM_ULPS ulp
     per class: entropy does not renormalise (SciPy's does), so counts or unnormalised scores give a wrong number."""
     try:
-        p = jnp.asarray(arguments.get("probabilities"))
+        p = jnp.asarray(arguments.get(arg))
         axis = int(arguments.get("axis", -1))
     except (TypeError, ValueError):
         return  # fn raises its own error when traced
-    if not jnp.issubdtype(p.dtype, jnp.floating) or p.ndim == 0 or p.size == 0 or not -p.ndim <= axis < p.ndim:
+    if not _is_real(p.dtype) or p.ndim == 0 or p.size == 0 or not -p.ndim <= axis < p.ndim:
         return
     dtype = jnp.promote_types(p.dtype, jnp.float32)  # 16-bit rows summed in float32, as entropy computes them
     where = _mask(arguments.get("where"), lambda m: m if m.dtype == bool else None)
@@ -196,11 +287,13 @@ def _check_row_sums(fn_name: str, arguments: dict[str, Any]) -> None:
     count = jnp.sum(flat, dtype=jnp.int32)
     index = _unravel(first, sums.shape) if sums.ndim else ()
     row = "row [" + ", ".join(["{}"] * sums.ndim) + "]" if sums.ndim else "the row"
+    short = fn_name.rpartition(".")[2]
+    letter = "q" if arg == "reference" else "p"
+    instead = f", or pass logits to {_FROM_LOGITS[short]}" if short in _FROM_LOGITS else ""
     message = (
-        f"{fn_name}: probabilities must sum to 1 along axis {axis} (within {ROW_SUM_ULPS} ulp per class, "
-        f"{tolerance:.3g} for {n} classes); got {row} summing to {{!s}} ({{}} of {rows} rows off). entropy does not "
-        f"renormalise: divide by the sum first (p / p.sum(axis={axis}, keepdims=True)), or pass logits to "
-        f"jaxloss.entropy_from_logits."
+        f"{fn_name}: {arg} must sum to 1 along axis {axis} (within {ROW_SUM_ULPS} ulp per class, "
+        f"{tolerance:.3g} for {n} classes); got {row} summing to {{!s}} ({{}} of {rows} rows off). {short} does not "
+        f"renormalise: divide by the sum first ({letter} / {letter}.sum(axis={axis}, keepdims=True)){instead}."
     )
     value = jnp.sum(jnp.where(positions == first, sums.ravel(), 0))
     checkify.check(count == 0, message, *index, value, count)
@@ -252,7 +345,8 @@ def checked(fn: Callable) -> Callable:
     values of the arguments it knows by name (see :mod:`jaxloss.validate`: ``labels`` and
     ``probabilities`` in [0, 1], no NaN in ``logits`` (±inf allowed), finite
     ``predictions`` and ``targets``, non-negative finite ``weights`` and
-    ``pos_weight``, ``label_smoothing`` in [0, 1]). The first failure raises
+    ``pos_weight``, ``label_smoothing`` in [0, 1]; integer class indices in [0, C);
+    rows of probabilities summing to 1). The first failure raises
     :class:`jax.experimental.checkify.JaxRuntimeError` (a ``ValueError``) naming
     the function, the argument, the first offending index and its value, and the
     number of offending entries. Entries left out by ``where`` (or with weight 0

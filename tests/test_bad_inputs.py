@@ -41,7 +41,8 @@ Y = jnp.array([0.0, 1.0, 0.5])  # targets / labels
 Z = jnp.array([-1.0, 0.0, 2.0])  # logits
 W = jnp.array([1.0, 2.0, 1.0])  # weights
 M = jnp.array([True, False, True])  # where
-R = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # rows of probabilities (or logits)"""
+R = jnp.array([[0.5, 0.5], [0.9, 0.1]])  # rows of probabilities (or logits)
+K = jnp.array([1, 0])  # class indices, one per row of R"""
 
 
 # The files the command-line rows use (written into an empty directory, shown at the top of their section).
@@ -56,7 +57,12 @@ np.save("neg.npy", -np.ones(1000, np.float32)); np.save("big.npy", np.full(1000,
 np.save("zinf.npy", np.full(1000, np.inf, np.float32))
 np.save("z_be.npy", z.astype(">f4"))  # big-endian
 np.savez_compressed("wide.npz", logits=np.zeros((4, 2_000_000), np.float32))  # 0.03 MB holding 32 MB
-os.symlink("z.npy", "link.npy"); os.link("z.npy", "hard.npy")"""
+os.symlink("z.npy", "link.npy"); os.link("z.npy", "hard.npy")
+zc = rng.normal(size=(1000, 4)).astype(np.float32)  # logits of 4 classes
+k = rng.integers(0, 4, 1000).astype(np.int32)  # class indices
+np.save("zc.npy", zc); np.save("k.npy", k); np.save("kf.npy", k.astype(np.float32))
+np.save("k4.npy", np.where(np.arange(1000) == 500, 4, k)); np.save("kpad.npy", np.where(np.arange(1000) % 10, k, -100))
+np.save("keep.npy", np.arange(1000) % 10 != 0)"""
 
 
 def namespace() -> dict:
@@ -174,6 +180,15 @@ FIRST = {
     "entropy": ("probabilities", "jaxloss.entropy({x})"),
     "entropy_from_logits": ("logits", "jaxloss.entropy_from_logits({x})"),
     "mean": ("values", "jaxloss.mean({x})"),
+    "softmax_cross_entropy": ("logits", "jaxloss.softmax_cross_entropy({x}, Y)"),
+    "softmax_cross_entropy_with_integer_labels": (
+        "logits",
+        "jaxloss.softmax_cross_entropy_with_integer_labels({x}, 1)",
+    ),
+    "kl_divergence_from_logits": ("logits", "jaxloss.kl_divergence_from_logits({x}, Z)"),
+    "cross_entropy": ("probabilities", "jaxloss.cross_entropy({x}, Y)"),
+    "relative_entropy": ("probabilities", "jaxloss.relative_entropy({x}, P)"),
+    "ce_with_logits": ("logits", "jaxloss.ce_with_logits({x}, 1)"),
 }
 # paired function -> (first argument, its valid value, second argument)
 PAIRED = {
@@ -183,6 +198,8 @@ PAIRED = {
     "sigmoid_binary_cross_entropy": ("logits", "Z", "labels"),
     "bce_with_logits": ("logits", "Z", "labels"),
     "binary_cross_entropy": ("probabilities", "P", "labels"),
+    "cross_entropy": ("probabilities", "P", "targets"),
+    "relative_entropy": ("probabilities", "P", "reference"),
 }
 ENTROPIES = ("entropy", "entropy_from_logits", "binary_entropy", "binary_entropy_from_logits")
 
@@ -1006,6 +1023,198 @@ def cli_rows() -> list[Row]:
     return [Row("command line", case, call, outcome) for case, call, outcome in rows]
 
 
+def categorical_rows() -> list[Row]:
+    """The categorical losses (issue 14): class indices against distributions, the class axis, the row and class
+    masks, the mesh axes, and the value checks of jaxloss.checked."""
+    ice, soft, mean = (
+        "jaxloss.softmax_cross_entropy_with_integer_labels",
+        "jaxloss.softmax_cross_entropy",
+        "jaxloss.ce_with_logits",
+    )
+    kl, ce, rel = "jaxloss.kl_divergence_from_logits", "jaxloss.cross_entropy", "jaxloss.relative_entropy"
+    checked = checkify.JaxRuntimeError
+    outside = (
+        "names no mapped axis here (it names the mesh axis {} are split over, inside jax.shard_map); got it outside"
+    )
+    rows = [
+        # class indices and distributions
+        ("labels", "float labels to the integer form", f"{ice}(R, jnp.array([1.0, 0.0]))",
+         Raises(TypeError, f"{ice}: labels must be integer class indices; got dtype float32. Pass "
+                           "labels.astype(jnp.int32), or jaxloss.softmax_cross_entropy for one distribution per row")),
+        ("labels", "boolean labels to the integer form", f"{ice}(R, jnp.array([True, False]))",
+         Raises(TypeError, f"{ice}: labels must be integer class indices; got dtype bool")),
+        ("labels", "boolean labels to ce_with_logits", f"{mean}(R, jnp.array([True, False]))",
+         Raises(TypeError, "jaxloss.ce_with_logits: labels of dtype bool are ambiguous (class indices or a "
+                           "distribution?); got bool. Pass integer class indices")),
+        ("labels", "integer labels to ce_with_logits: indices", f"{mean}(R, K)", Same(f"jnp.mean({ice}(R, K))")),
+        ("labels", "float labels to ce_with_logits: distributions", f"{mean}(R, jax.nn.one_hot(K, 2))",
+         Same(f"{mean}(R, K)")),
+        ("labels", "text labels", f'{mean}(R, np.array(["1", "0"]))',
+         Raises(TypeError, "jaxloss.ce_with_logits: labels must be a real numeric array (float, int or bool); got "
+                           "dtype str32")),
+        ("labels", "a string", f'{ice}(R, "1")',
+         Raises(TypeError, f"{ice}: labels must be a real numeric array; got str")),
+        ("labels", "integer target logits", f"{kl}(R, K[:, None] + 0 * K)",
+         Raises(TypeError, "jaxloss.kl_divergence_from_logits: target_logits must be a real floating-point array; "
+                           "got dtype int32")),
+        ("labels", "integer targets (accepted, promoted)", f"{ce}(R, jnp.array([[0, 1], [1, 0]]))",
+         Same(f"{ce}(R, jnp.array([[0.0, 1.0], [1.0, 0.0]]))")),
+        ("labels", "a label outside [0, C): NaN, never a gathered value", f"{ice}(R, jnp.array([2, 0]))",
+         Same(f"jnp.array([nan, float({ice}(R, K)[1])])")),
+        ("labels", "a negative label (padding -100): NaN", f"{ice}(R, jnp.array([1, -100]))",
+         Same(f"jnp.array([float({ice}(R, K)[0]), nan])")),
+        ("labels", "padding left out of the mean by where",
+         f"{mean}(R, jnp.array([1, -100]), where=jnp.array([True, False]))",
+         Same(f"{ice}(R, K)[0]")),
+        # shapes
+        ("shape", "class indices to the distribution form", f"{soft}(R, K)",
+         Raises(ValueError, "jaxloss.softmax_cross_entropy: labels must have the shape of logits (2, 2) (one "
+                            "distribution per row, no broadcasting); got (2,). For class indices use "
+                            "jaxloss.softmax_cross_entropy_with_integer_labels")),
+        ("shape", "one index too many", f"{ice}(R, jnp.array([1, 0, 1]))",
+         Raises(ValueError, f"{ice}: labels must have the shape of logits without the class axis 1, (2,); got "
+                            "(3,). Pass one class index per row")),
+        ("shape", "one-hot labels to the integer form", f"{ice}(R, jnp.eye(2, dtype=jnp.int32))",
+         Raises(ValueError, f"{ice}: labels must have the shape of logits without the class axis 1, (2,); got "
+                            "(2, 2)")),
+        ("shape", "a distribution per row of the wrong width", f"{mean}(R, R[:, :1])",
+         Raises(ValueError, "jaxloss.ce_with_logits: labels must have the shape of logits (2, 2)")),
+        ("shape", "(2, 2) against (2, 1)", f"{kl}(R, R[:, :1])",
+         Raises(ValueError, "jaxloss.kl_divergence_from_logits: logits and target_logits must have the same shape "
+                            "(no broadcasting); got (2, 2) and (2, 1)")),
+        ("shape", "(2, 2) against (2,)", f"{rel}(R, R[0])",
+         Raises(ValueError, "jaxloss.relative_entropy: probabilities and reference must have the same shape (no "
+                            "broadcasting); got (2, 2) and (2,)")),
+        ("shape", "scalar logits (no class axis)", f"{ice}(1.0, 0)",
+         Raises(ValueError, f"{ice}: logits must have at least one dimension (the class axis); got a scalar")),
+        ("shape", "a scalar stands for a whole array", f"{kl}(R, 0.0)", Same(f"{kl}(R, jnp.zeros((2, 2)))")),
+        ("shape", "one row: a vector of classes", f"{ice}(Z, 2)", Same(f"{ice}(Z[None], jnp.array([2]))[0]")),
+        ("shape", "an empty class axis: every label out of range", f"{ice}(jnp.zeros((2, 0)), K)",
+         Value("jnp.array([nan, nan])")),
+        ("shape", "no rows", f"{mean}(jnp.zeros((0, 3)), jnp.zeros(0, jnp.int32))", Value("0.0")),
+        # the two masks of ce_with_logits: rows (where, weights) and classes (-inf logits)
+        ("masks", "ce_with_logits: where per class", f"{mean}(R, K, where=R > 0.5)",
+         Raises(ValueError, "jaxloss.ce_with_logits: where must broadcast to the shape (2,); got shape (2, 2)")),
+        ("masks", "ce_with_logits: weights per class", f"{mean}(R, K, weights=R)",
+         Raises(ValueError, "jaxloss.ce_with_logits: weights must broadcast to the loss shape (2,); got shape (2, 2)")),
+        ("masks", "ce_with_logits: a class left out by a -inf logit",
+         f"{mean}(jnp.array([[0.0, -inf]]), jnp.array([0]))",
+         Value("0.0")),
+        ("masks", "per-row form: where per row", f"{soft}(R, R, where=jnp.array([True, False, True]))",
+         Raises(ValueError, "jaxloss.softmax_cross_entropy: where must broadcast to the shape (2, 2); got shape (3,)")),
+        ("masks", "a label on a class left out: +inf, never NaN", f"{ice}(R, K, where=jnp.array([True, False]))",
+         Value("jnp.array([inf, 0.0])")),
+        ("masks", "every class left out: 0", f"{soft}(jnp.full(2, -inf), jnp.array([0.0, 0.0]))", Value("0.0")),
+        ("masks", "NaN logit in a row left out is never read",
+         f"{mean}(R.at[1, 0].set(nan), K, weights=jnp.array([1.0, 0.0]))",
+         Same(f"{ice}(R, K)[0]")),
+        ("masks", "NaN logit of a selected row", f"{ice}(R.at[1, 0].set(nan), K)",
+         Same(f"jnp.array([float({ice}(R, K)[0]), nan])")),
+        # options
+        ("options", "axis an array", f"{soft}(R, R, axis=jnp.array(0))",
+         Raises(TypeError, "jaxloss.softmax_cross_entropy: axis must be a Python number (it is a compile-time "
+                           "option); got an array. Pass e.g. axis=-1")),
+        ("options", "axis out of range", f"{ice}(R, K, axis=2)",
+         Raises(ValueError, f"{ice}: axis 2 is out of range for an input of 2 dimension(s); pass an axis in "
+                            "[-2, 1]")),
+        ("options", "class axis 0: one index per column", f"{ice}(R.T, K, axis=0, implementation='xla')",
+         Same(f"{ice}(R, K, implementation='xla')")),
+        ("options", "base an array", f"{kl}(R, R, base=jnp.array(2.0))",
+         Raises(TypeError, "jaxloss.kl_divergence_from_logits: base must be a Python number (it is a compile-time "
+                           "option); got an array. Pass e.g. base=2")),
+        ("options", "base=1", f"{ce}(R, R, base=1)",
+         Raises(ValueError, "jaxloss.cross_entropy: base must be positive, finite and not 1; got 1.0")),
+        ("options", "label_smoothing=1.5", f"{mean}(R, K, label_smoothing=1.5)",
+         Raises(ValueError, "jaxloss.ce_with_logits: label_smoothing must be [0, 1]; got 1.5")),
+        ("options", "label_smoothing per row", f"{ice}(R, K, label_smoothing=jnp.array([0.1, 0.2]))",
+         Raises(ValueError, f"{ice}: label_smoothing must be a scalar in [0, 1]; got shape (2,). Pass one "
+                            "number")),
+        ("options", "label_smoothing=0 is none, bit for bit", f"{soft}(R, R, label_smoothing=0.0)",
+         Same(f"{soft}(R, R)")),
+        ("options", "implementation an array", f"{mean}(R, K, implementation=jnp.array(1))",
+         Raises(TypeError, "jaxloss.ce_with_logits: implementation must be a string or None (it is a compile-time "
+                           "option); got an array. Pass e.g. implementation='xla'")),
+        ("options", "implementation unknown", f"{ice}(R, K, implementation='gpu')",
+         Raises(ValueError, f"{ice}: implementation must be None (the best available) or one of")),
+        ("options", "weights given to a per-row form", f"{soft}(R, R, weights=W)",
+         Raises(TypeError, "jaxloss.softmax_cross_entropy: got an unexpected keyword argument 'weights'; its "
+                           "arguments are logits, labels, axis, where, label_smoothing, class_axis_name")),
+        # the mesh axes
+        ("mesh axes", "class_axis_name an array", f"{soft}(R, R, class_axis_name=jnp.array(1))",
+         Raises(TypeError, "jaxloss.softmax_cross_entropy: class_axis_name must be a mesh axis name (it is a "
+                           "compile-time option); got an array. Pass e.g. class_axis_name='model'")),
+        ("mesh axes", "class_axis_name a list (unhashable)", f"{mean}(R, K, class_axis_name=['model'])",
+         Raises(TypeError, "jaxloss.ce_with_logits: class_axis_name must be a mesh axis name (it is a compile-time "
+                           "option, so hashable); got list ['model']")),
+        ("mesh axes", "class_axis_name outside shard_map", f"{soft}(R, R, class_axis_name='model')",
+         Raises(ValueError, "jaxloss.softmax_cross_entropy: class_axis_name='model' " + outside.format("the classes"))),
+        ("mesh axes", "class_axis_name outside shard_map", f"{ice}(R, K, class_axis_name='model')",
+         Raises(ValueError, f"{ice}: class_axis_name='model' " + outside.format("the classes"))),
+        ("mesh axes", "class_axis_name outside shard_map", f"{kl}(R, R, class_axis_name='model')",
+         Raises(ValueError, "jaxloss.kl_divergence_from_logits: class_axis_name='model' "
+                            + outside.format("the classes"))),
+        ("mesh axes", "class_axis_name outside shard_map", f"{mean}(R, R, class_axis_name='model')",
+         Raises(ValueError, "jaxloss.ce_with_logits: class_axis_name='model' " + outside.format("the classes"))),
+        ("mesh axes", "axis_name outside shard_map", f"{mean}(R, K, axis_name='batch')",
+         Raises(ValueError, "jaxloss.ce_with_logits: axis_name='batch' " + outside.format("the rows"))),
+        ("mesh axes", "implementation='cpu' with class_axis_name",
+         f"{ice}(R, K, implementation='cpu', class_axis_name='model')",
+         Raises(ValueError, f"{ice}: implementation='cpu' cannot run with class_axis_name (the class axis split "
+                            "over devices needs collectives, which only the 'xla' path has). Pass "
+                            "implementation=None")),
+        ("mesh axes", "implementation='cpu' with class_axis_name",
+         f"{mean}(R, K, implementation='cpu', class_axis_name='model')",
+         Raises(ValueError, "jaxloss.ce_with_logits: implementation='cpu' cannot run with class_axis_name")),
+        # jaxloss.checked
+        ("checked", "a label outside [0, C)", f"jaxloss.checked({ice})(R, jnp.array([1, 2]))",
+         Raises(checked, f"{ice}: labels must be class indices in [0, 2) (logits has 2 classes along axis -1); "
+                         "got labels[1] = 2 (1 of 2 entries offending). Fix the labels upstream")),
+        ("checked", "padding (-100) not left out", f"jaxloss.checked({mean})(R, jnp.array([1, -100]))",
+         Raises(checked, "jaxloss.ce_with_logits: labels must be class indices in [0, 2) (logits has 2 classes along "
+                         "axis -1); got labels[1] = -100 (1 of 2 entries offending)")),
+        ("checked", "padding left out: not checked",
+         f"jaxloss.checked({mean})(R, jnp.array([1, -100]), where=jnp.array([True, False]))",
+         Same(f"{ice}(R, K)[0]")),
+        ("checked", "a distribution label above 1", f"jaxloss.checked({soft})(R, R * 2)",
+         Raises(checked, "jaxloss.softmax_cross_entropy: labels must be in [0, 1]; got labels[1, 0] = 1.8 (1 of 4")),
+        ("checked", "a target above 1", f"jaxloss.checked({ce})(R, R * 2)",
+         Raises(checked, "jaxloss.cross_entropy: targets must be in [0, 1]; got targets[1, 0] = 1.8 (1 of 4 entries "
+                         "offending). Pass a target distribution")),
+        ("checked", "probabilities that do not sum to 1", f"jaxloss.checked({ce})(R * 0.5, R)",
+         Raises(checked, "jaxloss.cross_entropy: probabilities must sum to 1 along axis -1 (within 4 ulp per class, "
+                         "9.54e-07 for 2 classes); got row [0] summing to 0.5 (2 of 2 rows off)")),
+        ("checked", "a reference that does not sum to 1", f"jaxloss.checked({rel})(R, R.at[0, 0].set(0.25))",
+         Raises(checked, "jaxloss.relative_entropy: reference must sum to 1 along axis -1")),
+        ("checked", "a NaN target logit", f"jaxloss.checked({kl})(R, R.at[0, 1].set(nan))",
+         Raises(checked, "jaxloss.kl_divergence_from_logits: target_logits must not be NaN (-inf and +inf are "
+                         "allowed); got target_logits[0, 1] = nan")),
+    ]  # fmt: skip
+    return [Row(category, case, call, outcome) for category, case, call, outcome in rows]
+
+
+def categorical_cli_rows() -> list[Row]:
+    ce = "jaxloss eval --loss ce-logits"
+    rows = [
+        ("integer labels: class indices", f"{ce} zc.npy k.npy --json", Output((("value", "finite"), ("count", 1000)))),
+        ("a class index out of range", f"{ce} zc.npy k4.npy",
+         Refused("jaxloss eval: error: TARGETS k4.npy: labels must be class indices in [0, 4) (PRED has 4 classes "
+                 "along axis -1); 1 value fails, the first in row 500: labels[500] = 4.")),
+        ("padding (-100) without --where", f"{ce} zc.npy kpad.npy",
+         Refused("jaxloss eval: error: TARGETS kpad.npy: labels must be class indices in [0, 4)")),
+        ("padding left out with --where", f"{ce} zc.npy kpad.npy --where keep.npy --json",
+         Output((("value", "finite"), ("count", 900)))),
+        ("class indices saved as floats", f"{ce} zc.npy kf.npy",
+         Refused("jaxloss eval: error: PRED and TARGETS must have the same shape; got (1000, 4) and (1000,) (class "
+                 "indices, one per row, must be saved as integers; got float32)")),
+        ("integer target logits", "jaxloss eval --loss kl-logits zc.npy k.npy",
+         Refused("jaxloss eval: error: TARGETS k.npy: dtype int32 is not allowed here; expected floating-point "
+                 "target_logits")),
+        ("a vector of logits (no class axis)", f"{ce} z.npy k.npy",
+         Refused("jaxloss eval: error: --loss ce-logits needs a class axis other than the row axis 0")),
+    ]  # fmt: skip
+    return [Row("command line", case, call, outcome) for case, call, outcome in rows]
+
+
 ROWS: list[Row] = (
     dtype_rows()
     + shape_rows()
@@ -1015,7 +1224,9 @@ ROWS: list[Row] = (
     + option_rows()
     + overflow_rows()
     + byte_order_rows()
+    + categorical_rows()
     + cli_rows()
+    + categorical_cli_rows()
 )
 
 
@@ -1119,7 +1330,8 @@ def test_every_public_function_has_rows():
 
 def test_raised_messages_name_the_function_and_the_argument():
     arguments = ("predictions", "targets", "logits", "labels", "probabilities", "values", "weights", "where")
-    options = ("pos_weight", "label_smoothing", "axis", "base")
+    arguments += ("target_logits", "reference")
+    options = ("pos_weight", "label_smoothing", "axis", "base", "axis_name", "class_axis_name", "implementation")
     for row in ROWS:
         if isinstance(row.outcome, Raises):
             assert re.match(r"jaxloss\.(batch\.)?\w+: ", row.outcome.message), row

@@ -8,6 +8,8 @@ against ``optax.per_example_global_norm_clip``.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,6 +165,138 @@ def test_gradients_of_masked_and_empty_examples_are_zero(data):
     assert np.isfinite(g).all()
     np.testing.assert_array_equal(np.asarray(g)[~m], 0)
     np.testing.assert_array_equal(g[2], 0)  # the example with nothing selected
+
+
+# ----------------------------------------------------------------------------- ce_with_logits (categorical)
+
+T, C = 5, 7  # rows (tokens) per example, classes
+
+
+@pytest.fixture
+def sequences(rng):
+    """[B, T, C] logits, [B, T] class indices with padding (-100), the rows kept, per-row weights."""
+    z = (rng.normal(size=(B, T, C)) * 4).astype(F32)
+    k = rng.integers(0, C, size=(B, T)).astype(np.int32)
+    k[1, 3:] = -100  # padding
+    k[2, :] = -100  # an example that is all padding
+    z[1, 4, 0] = np.nan  # in a padded row: never read
+    w = rng.uniform(0.1, 2.0, size=(B, T)).astype(F32)
+    return z, k, k != -100, w
+
+
+@JITTED
+def test_ce_with_logits_equals_loop(sequences, jit):
+    z, k, keep, w = sequences
+    opts = dict(where=keep, weights=w, label_smoothing=0.1)
+    f = maybe_jit(lambda a, b: batch.ce_with_logits(a, b, **opts), jit)
+    out = f(z, k)
+    assert out.shape == (B,) and out.dtype == F32
+    assert_close(
+        out,
+        loop(lambda a, b, c, d: jaxloss.ce_with_logits(a, b, where=c, weights=d, label_smoothing=0.1), z, k, keep, w),
+    )
+    assert np.isfinite(out).all() and out[2] == 0  # nothing selected: 0, as jaxloss.ce_with_logits
+    g = jax.grad(lambda a: jnp.sum(f(a, k)))(z)
+    assert np.isfinite(g).all()
+    np.testing.assert_array_equal(np.asarray(g)[~keep], 0)  # rows left out get no gradient
+    expected = jnp.stack(
+        [
+            jax.grad(
+                lambda a, i=i: jaxloss.ce_with_logits(
+                    a, k[i], **{n: v[i] if np.ndim(v) else v for n, v in opts.items()}
+                )
+            )(z[i])
+            for i in range(B)
+        ]
+    )
+    assert_close(g, expected)
+
+
+@JITTED
+def test_ce_with_logits_distributions_and_class_axis(sequences, jit, rng):
+    z, k, keep, _ = sequences
+    z = np.nan_to_num(z)
+    y = rng.dirichlet(np.ones(C), size=(B, T)).astype(F32)  # one distribution per row
+    assert_close(maybe_jit(batch.ce_with_logits, jit)(z, y), loop(jaxloss.ce_with_logits, z, y))
+    # The class axis named in the batch's own terms (axis 1 of [B, C, T]): examples stay along axis 0.
+    moved = np.moveaxis(z, -1, 1)
+    got = maybe_jit(lambda a, b: batch.ce_with_logits(a, b, axis=1, where=keep), jit)(moved, k)
+    assert_close(got, batch.ce_with_logits(z, k, where=keep))
+    # One row per example ([B, C] logits, [B] labels) and a row mask broadcast to every example.
+    assert_close(
+        batch.ce_with_logits(z[:, 0], np.abs(k[:, 0]) % C), loop(jaxloss.ce_with_logits, z[:, 0], np.abs(k[:, 0]) % C)
+    )
+    assert_close(
+        batch.ce_with_logits(z, np.abs(k) % C, where=keep[0]),
+        loop(lambda a, b: jaxloss.ce_with_logits(a, b, where=keep[0]), z, np.abs(k) % C),
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_ce_with_logits_16bit_logits(sequences, dtype):
+    z, k, keep, _ = sequences
+    z16 = jnp.asarray(np.nan_to_num(z), dtype)
+    out = batch.ce_with_logits(z16, k, where=keep)
+    assert out.dtype == F32
+    assert_close(out, loop(lambda a, b, c: jaxloss.ce_with_logits(a, b, where=c), z16, k, keep))
+    assert jax.grad(lambda a: jnp.sum(batch.ce_with_logits(a, k, where=keep)))(z16).dtype == dtype
+
+
+def test_ce_with_logits_float64(x64, sequences):
+    z, k, keep, _ = sequences
+    out = batch.ce_with_logits(z.astype(np.float64), k, where=keep)
+    assert out.dtype == np.float64
+    assert_close(
+        out,
+        loop(lambda a, b, c: jaxloss.ce_with_logits(a, b, where=c), z.astype(np.float64), k, keep),
+        dtype=np.float64,
+    )
+
+
+def test_ce_with_logits_errors():
+    z = jnp.zeros((2, 3, 4))
+    k = jnp.zeros((2, 3), jnp.int32)
+    with pytest.raises(ValueError, match=r"jaxloss\.batch\.ce_with_logits: logits must have a leading example axis"):
+        batch.ce_with_logits(jnp.float32(0), 0)
+    with pytest.raises(
+        ValueError, match=r"jaxloss\.batch\.ce_with_logits: logits must have an example axis and a class"
+    ):
+        batch.ce_with_logits(jnp.zeros(4), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"jaxloss\.batch\.ce_with_logits: axis 0 is the example axis"):
+        batch.ce_with_logits(z, jnp.zeros((3, 4), jnp.int32), axis=0)
+    with pytest.raises(
+        ValueError, match=r"jaxloss\.batch\.ce_with_logits: labels must have shape \(2, 3\) \(class indices"
+    ):
+        batch.ce_with_logits(z, jnp.zeros((2, 4), jnp.int32))
+    with pytest.raises(
+        ValueError, match=r"jaxloss\.batch\.ce_with_logits: labels must have shape \(2, 3, 4\) \(one distribution"
+    ):
+        batch.ce_with_logits(z, jnp.zeros((2, 3)))
+    with pytest.raises(TypeError, match=r"jaxloss\.batch\.ce_with_logits: labels of dtype bool are ambiguous"):
+        batch.ce_with_logits(z, jnp.zeros((2, 3), bool))
+    with pytest.raises(TypeError, match=r"jaxloss\.batch\.ce_with_logits: logits must be a real floating"):
+        batch.ce_with_logits(z.astype(jnp.int32), k)
+    with pytest.raises(
+        ValueError, match=r"jaxloss\.batch\.ce_with_logits: weights must broadcast to the loss shape \(2, 3\)"
+    ):
+        batch.ce_with_logits(z, k, weights=jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"jaxloss\.batch\.ce_with_logits: where must broadcast to the shape \(2, 3\)"):
+        batch.ce_with_logits(z, k, where=jnp.ones((2, 3, 4), bool))
+    with pytest.raises(ValueError, match=r"jaxloss\.batch\.ce_with_logits: label_smoothing must be \[0, 1\]"):
+        batch.ce_with_logits(z, k, label_smoothing=2.0)
+    with pytest.raises(TypeError, match=r"jaxloss\.batch\.ce_with_logits: axis must be a Python number"):
+        batch.ce_with_logits(z, k, axis=jnp.int32(-1))
+
+
+def test_checked_ce_with_logits_per_example():
+    z = jnp.zeros((2, 3, 4))
+    k = jnp.array([[0, 1, 2], [3, 4, -100]])
+    safe = jaxloss.checked(batch.ce_with_logits)
+    message = "jaxloss.batch.ce_with_logits: labels must be class indices in [0, 4) (logits has 4 classes along axis"
+    with pytest.raises(ValueError, match=re.escape(message + " -1); got labels[1, 1] = 4 (2 of 6")):
+        safe(z, k)
+    keep = jnp.array([[True, True, True], [True, False, False]])
+    np.testing.assert_array_equal(safe(z, k, where=keep), batch.ce_with_logits(z, k, where=keep))
 
 
 # ----------------------------------------------------------------------------- per_example

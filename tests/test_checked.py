@@ -24,6 +24,8 @@ W = jnp.array([1.0, 2.0, 0.5])  # weights
 M = jnp.array([True, False, True])  # where
 ROWS = jnp.array([[0.25, 0.75], [0.5, 0.5]])
 LIMIT_LOGITS = jnp.array([inf, -inf, 0.0])
+CLASS_LOGITS = jnp.array([[0.0, 1.5, -2.0], [inf, -inf, 0.0]])  # two rows of three classes (limits allowed)
+INDICES = jnp.array([2, 0])  # one class index per row
 
 # One valid call of every public function: the checked result must be the unwrapped one, bit for bit.
 VALID = {
@@ -45,6 +47,24 @@ VALID = {
         jaxloss.bce_with_logits,
         (Z, Y),
         {"pos_weight": 2.0, "label_smoothing": 0.1, "weights": W, "where": M},
+    ),
+    "softmax_cross_entropy": (
+        jaxloss.softmax_cross_entropy,
+        (CLASS_LOGITS, ROWS[:, [0, 1, 1]] * jnp.array([1.0, 1.0, 0.0])),
+        {"label_smoothing": jnp.array(0.1), "where": jnp.array([True, True, False])},
+    ),
+    "softmax_cross_entropy_with_integer_labels": (
+        jaxloss.softmax_cross_entropy_with_integer_labels,
+        (CLASS_LOGITS, INDICES),
+        {"label_smoothing": 0.1},
+    ),
+    "kl_divergence_from_logits": (jaxloss.kl_divergence_from_logits, (CLASS_LOGITS, CLASS_LOGITS[::-1]), {"base": 2}),
+    "cross_entropy": (jaxloss.cross_entropy, (ROWS, jnp.array([[1, 0], [0, 1]])), {"base": 2}),
+    "relative_entropy": (jaxloss.relative_entropy, (ROWS, ROWS[::-1]), {}),
+    "ce_with_logits": (
+        jaxloss.ce_with_logits,
+        (CLASS_LOGITS, INDICES),
+        {"weights": jnp.array([1.0, 2.0]), "where": jnp.array([True, False]), "label_smoothing": 0.1},
     ),
 }
 
@@ -267,6 +287,88 @@ INVALID = [
         (Z, Y),
         {"pos_weight": jnp.array([1.0, 2.0, -3.0])},
         "jaxloss.bce_with_logits: pos_weight must be finite and >= 0; got pos_weight[2] = -3.0",
+    ),
+    (
+        "class index too large",
+        jaxloss.softmax_cross_entropy_with_integer_labels,
+        (CLASS_LOGITS, jnp.array([0, 3])),
+        {},
+        "jaxloss.softmax_cross_entropy_with_integer_labels: labels must be class indices in [0, 3) (logits has 3 "
+        "classes along axis -1); got labels[1] = 3 (1 of 2 entries offending). Fix the labels upstream",
+    ),
+    (
+        "negative class index, class axis 0",
+        jaxloss.softmax_cross_entropy_with_integer_labels,
+        (CLASS_LOGITS.T, jnp.array([-1, 0])),
+        {"axis": 0},
+        "jaxloss.softmax_cross_entropy_with_integer_labels: labels must be class indices in [0, 3) (logits has 3 "
+        "classes along axis 0); got labels[0] = -1 (1 of 2",
+    ),
+    (
+        "padding label in a mean",
+        jaxloss.ce_with_logits,
+        (CLASS_LOGITS, jnp.array([-100, 1])),
+        {},
+        "jaxloss.ce_with_logits: labels must be class indices in [0, 3) (logits has 3 classes along axis -1); got "
+        "labels[0] = -100 (1 of 2",
+    ),
+    (
+        "distribution label above 1 in a mean",
+        jaxloss.ce_with_logits,
+        (CLASS_LOGITS, jnp.array([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])),
+        {},
+        "jaxloss.ce_with_logits: labels must be in [0, 1]; got labels[1, 2] = 2.0 (1 of 6",
+    ),
+    (
+        "negative distribution label",
+        jaxloss.softmax_cross_entropy,
+        (CLASS_LOGITS, jnp.array([[0.0, 1.0, 0.0], [-0.5, 1.5, 0.0]])),
+        {},
+        "jaxloss.softmax_cross_entropy: labels must be in [0, 1]; got labels[1, 0] = -0.5 (2 of 6",
+    ),
+    (
+        "label_smoothing array above 1, integer labels",
+        jaxloss.softmax_cross_entropy_with_integer_labels,
+        (CLASS_LOGITS, INDICES),
+        {"label_smoothing": jnp.array(1.5)},
+        "jaxloss.softmax_cross_entropy_with_integer_labels: label_smoothing must be in [0, 1]; got label_smoothing",
+    ),
+    (
+        "NaN target logit",
+        jaxloss.kl_divergence_from_logits,
+        (CLASS_LOGITS, CLASS_LOGITS.at[0, 1].set(nan)),
+        {},
+        "jaxloss.kl_divergence_from_logits: target_logits must not be NaN (-inf and +inf are allowed); got "
+        "target_logits[0, 1] = nan",
+    ),
+    (
+        "cross-entropy target above 1",
+        jaxloss.cross_entropy,
+        (ROWS, jnp.array([[0.0, 2.0], [0.0, 1.0]])),
+        {},
+        "jaxloss.cross_entropy: targets must be in [0, 1]; got targets[0, 1] = 2.0 (1 of 4 entries offending). Pass "
+        "a target distribution",
+    ),
+    (
+        "cross-entropy probability above 1",
+        jaxloss.cross_entropy,
+        (jnp.array([[1.5, -0.5]]), jnp.array([[1.0, 0.0]])),
+        {},
+        "jaxloss.cross_entropy: probabilities must be in [0, 1]; got probabilities[0, 0] = 1.5 (2 of 2",
+    ),
+    (
+        "negative reference",
+        jaxloss.relative_entropy,
+        (ROWS, jnp.array([[0.25, 0.75], [-0.5, 1.5]])),
+        {},
+        "jaxloss.relative_entropy: reference must be in [0, 1]; got reference[1, 0] = -0.5 (2 of 4",
+    ),
+    (
+        "weights of a categorical mean",
+        jaxloss.ce_with_logits,
+        (CLASS_LOGITS, INDICES),
+        {"weights": jnp.array([1.0, -2.0])},
+        "jaxloss.ce_with_logits: weights must be finite and >= 0; got weights[1] = -2.0",
     ),
     (
         "label_smoothing array above 1",
@@ -528,3 +630,90 @@ def test_checked_binary_cross_entropy_has_no_row_rule():
     safe = jaxloss.checked(jaxloss.binary_cross_entropy)
     out = safe(jnp.array([0.2, 0.2]), jnp.array([1.0, 0.0]))
     np.testing.assert_array_equal(out, jaxloss.binary_cross_entropy(jnp.array([0.2, 0.2]), jnp.array([1.0, 0.0])))
+
+
+# --------------------------------------------------------------------------- categorical losses: what each name means
+
+
+def test_mse_targets_are_still_only_required_finite():
+    """cross_entropy's targets are a distribution (its declaration's own rule); the role's rule is unchanged."""
+    assert jaxloss.checked(jaxloss.mse)(jnp.zeros(2), jnp.array([3.0, -5.0])) == 17.0
+    assert jaxloss.cross_entropy.declaration.rule("targets") is _api.TARGET_DISTRIBUTION
+    assert jaxloss.mse.declaration.rule("targets") is _api.ROLES["targets"].rule
+
+
+def test_class_indices_left_out_of_a_mean_are_not_checked():
+    """ce_with_logits selects rows: a padding label (-100) and NaN logits in a row left out (where False, or weight
+    0) are never read, so never reported; the same label in a selected row is."""
+    safe = jaxloss.checked(jaxloss.ce_with_logits)
+    logits = CLASS_LOGITS.at[1, 0].set(nan)
+    labels = jnp.array([1, -100])
+    expected = jaxloss.ce_with_logits(CLASS_LOGITS[:1], labels[:1])
+    assert safe(logits, labels, where=labels != -100) == expected
+    assert safe(logits, labels, weights=jnp.array([1.0, 0.0])) == expected
+    soft = jnp.array([[0.0, 1.0, 0.0], [7.0, 0.0, 0.0]])  # a row of distributions left out: every class exempt
+    assert safe(logits, soft, where=jnp.array([True, False])) == jaxloss.ce_with_logits(CLASS_LOGITS[:1], soft[:1])
+    with pytest.raises(ERROR, match=re.escape("got labels[1] = -100 (1 of 2")):
+        safe(CLASS_LOGITS, labels, where=jnp.array([True, True]))
+    # The class axis first: rows are along axis 1, a row mask of shape (2,) still reaches the right rows.
+    assert safe(logits.T, labels, axis=0, where=labels != -100) == expected
+
+
+def test_integer_labels_are_checked_whatever_the_class_mask():
+    """A per-row function's `where` leaves classes out, not rows: every label is read (a label on a class left out
+    is a valid +inf), and a (C,)-shaped class mask is never mistaken for a row mask when rows == classes."""
+    safe = jaxloss.checked(jaxloss.softmax_cross_entropy_with_integer_labels)
+    logits = jnp.zeros((3, 3))
+    mask = jnp.array([True, True, False])
+    got = safe(logits, jnp.array([0, 1, 2]), where=mask)
+    np.testing.assert_array_equal(
+        got, jaxloss.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1, 2]), where=mask)
+    )
+    assert np.isinf(got[2])
+    with pytest.raises(ERROR, match=re.escape("got labels[2] = 3 (1 of 3")):
+        safe(logits, jnp.array([0, 1, 3]), where=mask)
+
+
+def test_int64_and_unsigned_class_indices(x64):
+    safe = jaxloss.checked(jaxloss.softmax_cross_entropy_with_integer_labels)
+    with pytest.raises(ERROR, match=re.escape("got labels[0] = 4294967296 (1 of 2")):
+        safe(CLASS_LOGITS, jnp.array([2**32, 0], jnp.int64))
+    with pytest.raises(ERROR, match=re.escape("got labels[1] = 3 (1 of 2")):
+        safe(CLASS_LOGITS, jnp.array([0, 3], jnp.uint8))
+
+
+@pytest.mark.parametrize(
+    ("fn", "arg", "hint"),
+    [
+        (jaxloss.cross_entropy, "probabilities", "jaxloss.softmax_cross_entropy"),
+        (jaxloss.relative_entropy, "probabilities", "jaxloss.kl_divergence_from_logits"),
+        (jaxloss.relative_entropy, "reference", "jaxloss.kl_divergence_from_logits"),
+    ],
+)
+def test_rows_of_probabilities_must_sum_to_one(fn, arg, hint):
+    """The row-sum rule of entropy, for the rows of cross_entropy's probabilities and of both of relative_entropy's
+    distributions (a target need not sum to 1: cross_entropy is linear in it, as optax's is)."""
+    name = fn.__name__
+    safe = jaxloss.checked(fn)
+    good = {"probabilities": ROWS, fn.declaration.arrays[1]: ROWS[::-1]}
+    np.testing.assert_array_equal(safe(**good), fn(**good))
+    bad = dict(good)
+    bad[arg] = jnp.array([[0.25, 0.75], [0.5, 0.25]])
+    with pytest.raises(ERROR) as info:
+        safe(**bad)
+    message = str(info.value)
+    assert message.startswith(
+        f"jaxloss.{name}: {arg} must sum to 1 along axis -1 (within 4 ulp per class, 9.54e-07 for 2 classes); got row "
+        f"[1] summing to 0.75 (1 of 2 rows off). {name} does not renormalise"
+    ), message
+    assert message.endswith(f"or pass logits to {hint}."), message
+    # Classes left out by `where` count as 0: the selected ones must sum to 1.
+    wide = {k: jnp.concatenate([v, jnp.full((2, 1), 0.5)], axis=1) for k, v in good.items()}
+    keep = jnp.array([True, True, False])
+    np.testing.assert_array_equal(safe(**wide, where=keep), fn(**wide, where=keep))
+
+
+def test_cross_entropy_targets_need_not_sum_to_one():
+    safe = jaxloss.checked(jaxloss.cross_entropy)
+    multi_hot = jnp.array([[1.0, 1.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(safe(ROWS, multi_hot), jaxloss.cross_entropy(ROWS, multi_hot))

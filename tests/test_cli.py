@@ -294,6 +294,227 @@ def test_ctrl_c_inside_main_is_one_line_and_exit_130(files, capsys, monkeypatch)
 # ----------------------------------------------------------------------------- bad input: one line, exit 2
 
 
+# ----------------------------------------------------------------------------- categorical losses
+
+C = 6  # classes
+
+
+def log_softmax64(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory):
+    """Logits (N, C), class indices (N,) with padding (-100) and the rows they keep, one-hot and soft labels,
+    target logits, and probability rows (p, q) as .npy files."""
+    d = tmp_path_factory.mktemp("classes")
+    rng = np.random.default_rng(1)
+    z = (rng.normal(size=(N, C)) * 3).astype(F32)
+    k = rng.integers(0, C, N).astype(np.int32)
+    padded = k.copy()
+    padded[::10] = -100
+    soft = rng.dirichlet(np.ones(C), size=N).astype(F32)
+    t = (rng.normal(size=(N, C)) * 3).astype(F32)
+    p = np.exp(log_softmax64(z)).astype(F32)
+    q = np.exp(log_softmax64(t)).astype(F32)
+    arrays = {
+        "z": z,
+        "k": k,
+        "k64": k.astype(np.int64),
+        "padded": padded,
+        "keep": padded != -100,
+        "onehot": np.eye(C, dtype=F32)[k],
+        "soft": soft,
+        "t": t,
+        "p": p,
+        "q": q,
+        "kfloat": k.astype(F32),
+        "tint": t.astype(np.int32),
+        "k2d": k[:, None],
+    }
+    paths = {name: str(d / f"{name}.npy") for name in arrays}
+    for name, x in arrays.items():
+        np.save(paths[name], x)
+    return {"dir": d, **{name.upper(): x for name, x in arrays.items()}, **paths}
+
+
+def eval_value(capsys, *argv) -> float:
+    code, out, err = call(capsys, "eval", *argv)
+    assert code == 0, err
+    return float(table(out)["value"])
+
+
+def test_eval_ce_logits_integer_labels_are_indices_float_labels_distributions(classes, capsys):
+    z, k = classes["Z"], classes["K"]
+    ce = -log_softmax64(z)[np.arange(N), k]
+    for labels in ("k", "k64"):  # int32 and int64 files: class indices
+        got = eval_value(capsys, "--loss", "ce-logits", classes["z"], classes[labels], "--batch-size", "96")
+        np.testing.assert_allclose(got, fmean(ce), rtol=REL)
+    # The same labels one-hot, as a float file: distributions, the same mean.
+    np.testing.assert_allclose(
+        eval_value(capsys, "--loss", "ce-logits", classes["z"], classes["onehot"]), fmean(ce), rtol=REL
+    )
+    soft = -(classes["SOFT"] * log_softmax64(z)).sum(-1)
+    np.testing.assert_allclose(
+        eval_value(capsys, "--loss", "ce-logits", classes["z"], classes["soft"]), fmean(soft), rtol=REL
+    )
+    # Padding rows (-100) left out with --where: never checked, never read.
+    keep = classes["KEEP"]
+    code, out, _ = call(
+        capsys, "eval", "--loss", "ce-logits", classes["z"], classes["padded"], "--where", classes["keep"]
+    )
+    assert code == 0 and table(out)["count"] == f"{int(keep.sum()):,}"
+    np.testing.assert_allclose(float(table(out)["value"]), fmean(ce[keep]), rtol=REL)
+    # The class axis elsewhere: (N, C) saved as (N, C, 1) read with --axis 1.
+    cube = classes["dir"] / "cube.npy"
+    np.save(cube, z[:, :, None])
+    np.save(classes["dir"] / "k_col.npy", k[:, None])
+    got = eval_value(capsys, "--loss", "ce-logits", str(cube), str(classes["dir"] / "k_col.npy"), "--axis", "1")
+    np.testing.assert_allclose(got, fmean(ce), rtol=REL)
+
+
+def test_eval_kl_logits_ce_and_relative_entropy(classes, capsys):
+    lz, lt = log_softmax64(classes["Z"]), log_softmax64(classes["T"])
+    kl_bits = (np.exp(lt) * (lt - lz)).sum(-1) / np.log(2)
+    got = eval_value(capsys, "--loss", "kl-logits", classes["z"], classes["t"], "--base", "2")
+    np.testing.assert_allclose(got, fmean(kl_bits), rtol=REL)
+    p, q = classes["P"].astype(np.float64), classes["Q"].astype(np.float64)
+    ce = -(classes["SOFT"] * np.log(p)).sum(-1)
+    np.testing.assert_allclose(eval_value(capsys, "--loss", "ce", classes["p"], classes["soft"]), fmean(ce), rtol=REL)
+    rel = (p * np.log(p / q)).sum(-1)
+    np.testing.assert_allclose(
+        eval_value(capsys, "--loss", "relative-entropy", classes["p"], classes["q"]), fmean(rel), rtol=REL
+    )
+
+
+def test_eval_json_of_a_categorical_loss_is_written_atomically(classes, capsys, tmp_path):
+    target = tmp_path / "ce.json"
+    code, out, _ = call(capsys, "eval", "--loss", "ce-logits", classes["z"], classes["k"], f"--json={target}")
+    assert code == 0 and out.startswith("loss")
+    report = json.loads(target.read_text())
+    assert report["loss"] == "ce-logits" and report["count"] == N and report["checks"] == "on"
+    assert [p.name for p in tmp_path.iterdir()] == ["ce.json"]  # no temporary file left
+    # A refused input writes nothing (not even an empty or partial file).
+    bad = tmp_path / "bad.json"
+    code, _, _ = call(capsys, "eval", "--loss", "ce-logits", classes["z"], classes["padded"], f"--json={bad}")
+    assert code == 2 and not bad.exists() and [p.name for p in tmp_path.iterdir()] == ["ce.json"]
+
+
+def test_eval_refuses_a_class_index_out_of_range_with_a_message_not_a_number(classes, capsys, tmp_path):
+    k = classes["K"].copy()
+    k[[300, 301, 977]] = [C, -1, 10**6]
+    path = tmp_path / "labels.npy"
+    np.save(path, k)
+    code, out, err = call(capsys, "eval", "--loss", "ce-logits", classes["z"], str(path), "--batch-size", "128")
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == (
+        f"jaxloss eval: error: TARGETS {path}: labels must be class indices in [0, {C}) (PRED has {C} classes along "
+        f"axis -1); 3 values fail, the first in row 300: labels[300] = {C}. Fix the labels upstream: each row's label "
+        f"names one of its {C} classes (leave padding rows, labelled e.g. -100, out of the loss: --where MASK). "
+        "(--no-check skips this check.)"
+    )
+    # Padding without --where is refused the same way; --no-check gives NaN rows, counted and warned about.
+    code, _, err = call(capsys, "eval", "--loss", "ce-logits", classes["z"], classes["padded"])
+    assert code == 2 and "the first in row 0: labels[0] = -100." in err
+    code, out, err = call(capsys, "eval", "--loss", "ce-logits", classes["z"], str(path), "--no-check")
+    assert code == 0 and table(out)["value"] == "nan" and table(out)["nan"] == "3"
+    assert "3 of 1,000 loss values are NaN" in err
+    # int64 indices beyond int32 (computed in int32 without x64) are refused too, never wrapped to a valid class.
+    wide = classes["K64"].copy()
+    wide[5] = 2**32 + 1
+    np.save(tmp_path / "wide.npy", wide)
+    code, _, err = call(capsys, "eval", "--loss", "ce-logits", classes["z"], str(tmp_path / "wide.npy"))
+    assert code == 2 and "labels must be class indices in [0, 6)" in err and "the first in row 5" in err
+
+
+def test_eval_categorical_value_checks(classes, capsys, tmp_path):
+    soft = classes["SOFT"].copy()
+    soft[40, 2] = 1.5
+    np.save(tmp_path / "soft.npy", soft)
+    code, _, err = call(capsys, "eval", "--loss", "ce-logits", classes["z"], str(tmp_path / "soft.npy"))
+    assert code == 2 and "labels must be in [0, 1]; 1 value fails, the first in row 40: labels[40, 2] = 1.5" in err
+    code, _, err = call(capsys, "eval", "--loss", "ce", classes["p"], str(tmp_path / "soft.npy"))
+    assert code == 2 and "targets must be in [0, 1]; 1 value fails, the first in row 40: targets[40, 2] = 1.5" in err
+    q = classes["Q"].copy()
+    q[7, 0] = -0.25
+    np.save(tmp_path / "q.npy", q)
+    code, _, err = call(capsys, "eval", "--loss", "relative-entropy", classes["p"], str(tmp_path / "q.npy"))
+    assert (
+        code == 2 and "reference must be in [0, 1]; 1 value fails, the first in row 7: reference[7, 0] = -0.25" in err
+    )
+
+
+def test_subprocess_class_index_out_of_range_is_one_line_exit_2(classes, tmp_path):
+    k = classes["K"].copy()
+    k[17] = 99
+    np.save(tmp_path / "k.npy", k)
+    result = run("eval", "--loss", "ce-logits", classes["z"], str(tmp_path / "k.npy"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"jaxloss eval: error: TARGETS {tmp_path / 'k.npy'}: labels must be class indices in [0, 6)"
+    )
+
+
+def _categorical_bad_cases():
+    ce = ("eval", "--loss", "ce-logits")
+    return {
+        "float class indices": ((*ce, "{z}", "{kfloat}"), "must be saved as integers"),
+        "indices of the wrong shape": ((*ce, "{z}", "{k2d}"), "integer labels are class indices, one per row"),
+        "distributions of the wrong shape": ((*ce, "{z}", "{soft_short}"), "same shape"),
+        "integer target logits": (
+            ("eval", "--loss", "kl-logits", "{z}", "{tint}"),
+            "expected floating-point target_logits",
+        ),
+        "missing labels": ((*ce, "{z}"), "needs a second file with the labels"),
+        "vector of logits": ((*ce, "{k_float_vector}", "{k}"), "class axis"),
+        "class axis is the row axis": ((*ce, "{z}", "{k}", "--axis", "0"), "row axis"),
+        "corrupt labels": ((*ce, "{z}", "{corrupt}"), "corrupt .npy header"),
+        "truncated labels": ((*ce, "{z}", "{truncated_labels}"), "truncated"),
+        "string labels": ((*ce, "{z}", "{string_labels}"), "dtype <U1"),
+        "base for ce-logits": ((*ce, "{z}", "{k}", "--base", "2"), "--base applies to"),
+        "where per class": ((*ce, "{z}", "{k}", "--where", "{class_mask}"), "fits neither"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_categorical_bad_cases()))
+def test_categorical_bad_input_is_one_line_on_stderr_and_exit_2(case, classes, capsys):
+    d = classes["dir"]
+    extra = {
+        "soft_short": d / "soft_short.npy",
+        "k_float_vector": d / "k_float_vector.npy",
+        "corrupt": d / "corrupt.npy",
+        "truncated_labels": d / "truncated_labels.npy",
+        "string_labels": d / "string_labels.npy",
+        "class_mask": d / "class_mask.npy",
+    }
+    np.save(extra["soft_short"], classes["SOFT"][:, :-1])
+    np.save(extra["k_float_vector"], classes["KFLOAT"])
+    raw = pathlib.Path(classes["k"]).read_bytes()
+    extra["corrupt"].write_bytes(raw[:10] + b"not a dict" * 8 + raw[90:])
+    extra["truncated_labels"].write_bytes(raw[:-40])
+    np.save(extra["string_labels"], np.array(["a"] * N))
+    np.save(extra["class_mask"], np.ones((N, C + 1), bool))
+    argv, phrase = _categorical_bad_cases()[case]
+    paths = {**{k: v for k, v in classes.items() if isinstance(v, str)}, **{k: str(v) for k, v in extra.items()}}
+    code, out, err = call(capsys, *(a.format(**paths) for a in argv))
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("jaxloss") and "error:" in err, err
+    assert "Traceback" not in err
+    assert phrase in err, err
+
+
+def test_eval_help_lists_the_categorical_losses(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    out = capsys.readouterr().out
+    listed = " ".join(out.split("losses:")[1].split()).split(", ")
+    assert {"ce-logits", "kl-logits", "ce", "relative-entropy", "entropy-logits"} <= set(listed), listed
+
+
 def _bad_cases():
     mse = ("eval", "--loss", "mse")
     return {
@@ -628,7 +849,18 @@ def test_subprocess_check_passes_on_every_backend():
     assert result.returncode == 0, result.stdout
     assert "FAIL" not in result.stdout and "all checks passed" in result.stdout
     lines = result.stdout.splitlines()
-    for name in ("sigmoid_binary_cross_entropy", "entropy_from_logits", "binary_entropy", "mse"):
+    for name in (
+        "sigmoid_binary_cross_entropy",
+        "entropy_from_logits",
+        "binary_entropy",
+        "mse",
+        "softmax_cross_entropy",
+        "softmax_cross_entropy_with_integer_labels",
+        "kl_divergence_from_logits",
+        "cross_entropy",
+        "relative_entropy",
+        "ce_with_logits",
+    ):
         assert any(line.startswith(name + " ") and "pass" in line for line in lines), name
 
 

@@ -24,7 +24,10 @@ def _cases():
     p = rng.uniform(0.01, 0.99, size=(4, 6)).astype(F32)
     w = rng.uniform(0.1, 1.0, size=(4, 6)).astype(F32)
     probs = (p / p.sum(-1, keepdims=True)).astype(F32)
+    other = (probs[::-1] * 0.5 + 0.5 / 6).astype(F32)  # another distribution per row
+    k = rng.integers(0, 6, size=4).astype(np.int32)  # a class index per row
     bce = jaxloss.sigmoid_binary_cross_entropy
+    ice = jaxloss.softmax_cross_entropy_with_integer_labels
     return {
         "squared_error": (jaxloss.squared_error, (z, y)),
         "half_squared_error": (jaxloss.half_squared_error, (z, y)),
@@ -39,11 +42,23 @@ def _cases():
         "binary_entropy_from_logits": (jaxloss.binary_entropy_from_logits, (z,)),
         "entropy": (lambda a: jaxloss.entropy(a, base=2), (probs,)),
         "entropy_from_logits": (jaxloss.entropy_from_logits, (z,)),
+        "softmax_cross_entropy": (jaxloss.softmax_cross_entropy, (z, probs)),
+        "softmax_cross_entropy_smoothed": (
+            lambda a, b: jaxloss.softmax_cross_entropy(a, b, label_smoothing=0.1),
+            (z, y),
+        ),
+        "softmax_cross_entropy_with_integer_labels": (lambda a: ice(a, k), (z,)),
+        "softmax_cross_entropy_with_integer_labels_xla": (lambda a: ice(a, k, implementation="xla"), (z,)),
+        "kl_divergence_from_logits": (jaxloss.kl_divergence_from_logits, (z, y * 3)),
+        "cross_entropy": (jaxloss.cross_entropy, (probs, other)),
+        "relative_entropy": (jaxloss.relative_entropy, (probs, other)),
+        "ce_with_logits": (lambda a, b: jaxloss.ce_with_logits(a, k, weights=b[:, 0]), (z, w)),
+        "ce_with_logits_distributions": (jaxloss.ce_with_logits, (z, probs)),
     }
 
 
 CASES = _cases()
-REDUCTIONS = {"mse", "mse_weighted", "mean", "bce_with_logits"}
+REDUCTIONS = {"mse", "mse_weighted", "mean", "bce_with_logits", "ce_with_logits", "ce_with_logits_distributions"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -76,6 +91,8 @@ def test_compiles_once_per_shape_and_dtype(name):
     for _ in range(3):  # new values, same shape and dtype
         a = rng.uniform(0.05, 0.95, size=(3, 5)).astype(F32)
         b = rng.uniform(0.05, 0.95, size=(3, 5)).astype(F32)
+        if name == "softmax_cross_entropy_with_integer_labels":  # class indices, one per row
+            b = rng.integers(0, 5, size=3).astype(np.int32)
         public(a, b) if needs_two else public(a)
     assert jitted._cache_size() - before == 1
 

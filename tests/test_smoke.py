@@ -99,6 +99,68 @@ def check_entropy_from_logits():
             assert (np.abs(g - ref) <= 16 * ulp.finfo(F32).eps * scale + ulp.flush_threshold(int(n))).all()
 
 
+CATEGORICAL_ULP = 4  # the categorical losses' values (issue 14): rows of 1 to 32 768 classes, any spread
+KL_TINY = 2.0**-20  # below it, KL is checked to an absolute 2**-24 instead
+
+
+def categorical_rows(n):
+    """The stored rows of n classes: logits, class mask, class indices, label distributions."""
+    data = load("categorical_logits")
+    return (jnp.asarray(data[f"{key}_n{n}"]) for key in ("logits", "where", "labels", "soft_labels"))
+
+
+def check_softmax_cross_entropy():
+    data = load("categorical_logits")
+    for n in data["sizes"]:
+        z, where, _, y = categorical_rows(n)
+        within(jaxloss.softmax_cross_entropy(z, y, where=where), data[f"soft_value_n{n}"], CATEGORICAL_ULP, int(n))
+
+
+def check_softmax_cross_entropy_with_integer_labels():
+    data = load("categorical_logits")
+    alpha = float(data["label_smoothing"])
+    for n in data["sizes"]:
+        z, where, k, _ = categorical_rows(n)
+        ce = jaxloss.softmax_cross_entropy_with_integer_labels
+        within(ce(z, k, where=where), data[f"int_value_n{n}"], CATEGORICAL_ULP, int(n))
+        within(ce(z, k, where=where, label_smoothing=alpha), data[f"int_smooth_value_n{n}"], CATEGORICAL_ULP, int(n))
+
+
+def check_ce_with_logits():
+    data = load("categorical_logits")
+    for n in data["sizes"]:
+        z, where, k, _ = categorical_rows(n)
+        ref = data[f"int_value_n{n}"]
+        rows = np.isfinite(ref)  # a class out by where is a -inf logit here (rows are selected by where)
+        got = jaxloss.ce_with_logits(jnp.where(where, z, -jnp.inf), k, where=jnp.asarray(rows))
+        np.testing.assert_allclose(got, ref[rows].mean(), rtol=CATEGORICAL_ULP * ulp.finfo(F32).eps)
+
+
+def check_kl_divergence_from_logits():
+    data = load("kl_logits")
+    for n in data["sizes"]:
+        z, t, where = (jnp.asarray(data[f"{key}_n{n}"]) for key in ("logits", "target_logits", "where"))
+        got = np.asarray(jaxloss.kl_divergence_from_logits(z, t, where=where), np.float64)
+        ref = data[f"value_n{n}"]
+        tiny = np.abs(ref) <= KL_TINY
+        assert ulp.max_ulp(got, ref, F32, mask=~tiny).error <= CATEGORICAL_ULP
+        assert (got >= 0).all() and (np.abs(got[tiny] - ref[tiny]) <= 2.0**-24).all()
+
+
+def check_cross_entropy():
+    data = load("categorical_probs")
+    for n in data["sizes"]:
+        p, q = jnp.asarray(data[f"p_n{n}"]), jnp.asarray(data[f"q_n{n}"])
+        within(jaxloss.cross_entropy(p, q), data[f"ce_value_n{n}"], CATEGORICAL_ULP, int(n))
+
+
+def check_relative_entropy():
+    data = load("categorical_probs")
+    for n in data["sizes"]:
+        p, q = jnp.asarray(data[f"p_n{n}"]), jnp.asarray(data[f"q_n{n}"])
+        within(jaxloss.relative_entropy(p, q), data[f"re_value_n{n}"], CATEGORICAL_ULP, int(n))
+
+
 def squared_inputs():
     """Predictions and targets from the stored logits (finite ones): float32, with exact float64 references."""
     z = load("bce_logits")["logits"]
@@ -158,6 +220,17 @@ def check_batch_bce_with_logits():
     finite = np.isfinite(ref).all(axis=0)
     got = batch.bce_with_logits(z[:, finite], y[:, finite])
     np.testing.assert_allclose(got, ref[:, finite].mean(axis=1), rtol=4 * ulp.finfo(F32).eps)
+
+
+def check_batch_ce_with_logits():
+    data = load("categorical_logits")
+    z, where, k, _ = categorical_rows(100)
+    ref = data["int_value_n100"]
+    keep = np.flatnonzero(np.isfinite(ref))
+    keep = keep[: len(keep) // 2 * 2]  # examples of two rows each
+    logits = jnp.where(where, z, -jnp.inf)[keep].reshape(-1, 2, z.shape[-1])
+    got = batch.ce_with_logits(logits, k[keep].reshape(-1, 2))
+    np.testing.assert_allclose(got, ref[keep].reshape(-1, 2).mean(axis=1), rtol=CATEGORICAL_ULP * ulp.finfo(F32).eps)
 
 
 def check_batch_mean():

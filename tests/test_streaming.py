@@ -489,6 +489,59 @@ def test_evaluate_matches_a_float64_mean_for_every_public_loss():
         assert count == reference.size, name
 
 
+def test_evaluate_every_categorical_loss():
+    """The per-row categorical losses stream like entropy (one loss per row of [N, C]); class indices are a [N]
+    integer array; ``where`` selects rows (padding); a mean (ce_with_logits) is refused naming its row forms, and
+    its per-example form streams one mean per example."""
+    rng = np.random.default_rng(1)
+    n, c = 1000, 6
+    z = (rng.normal(size=(n, c)) * 3).astype(F32)
+    t = (rng.normal(size=(n, c)) * 3).astype(F32)
+    k = rng.integers(0, c, n).astype(np.int32)
+    k[::7] = -100  # padding rows, left out by `where`
+    keep = k != -100
+    y = rng.dirichlet(np.ones(c), size=n).astype(F32)
+    z64, t64, y64 = (x.astype(np.float64) for x in (z, t, y))
+
+    def log_softmax(a):
+        a = a - a.max(-1, keepdims=True)
+        return a - np.log(np.exp(a).sum(-1, keepdims=True))
+
+    p64, q64 = np.exp(log_softmax(z64)), np.exp(log_softmax(t64))
+    p, q = p64.astype(F32), q64.astype(F32)
+    pr, qr = p.astype(np.float64), q.astype(np.float64)
+    cases = {  # loss, arrays, where, the float64 per-row losses
+        "softmax_cross_entropy": (jaxloss.softmax_cross_entropy, (z, y), None, -(y64 * log_softmax(z64)).sum(-1)),
+        "softmax_cross_entropy_with_integer_labels": (
+            jaxloss.softmax_cross_entropy_with_integer_labels,
+            (z, k),
+            keep,
+            -log_softmax(z64)[np.arange(n), np.where(keep, k, 0)][keep],
+        ),
+        "kl_divergence_from_logits": (
+            functools.partial(jaxloss.kl_divergence_from_logits, base=2),
+            (z, t),
+            None,
+            (q64 * (log_softmax(t64) - log_softmax(z64))).sum(-1) / np.log(2),
+        ),
+        "cross_entropy": (jaxloss.cross_entropy, (p, y), None, -(y64 * np.log(pr)).sum(-1)),
+        "relative_entropy": (jaxloss.relative_entropy, (p, q), None, (pr * np.log(pr / qr)).sum(-1)),
+    }
+    for name, (loss, arrays, where, reference) in cases.items():
+        mean, count = evaluate(loss, *arrays, where=where, batch_size=96, progress=False)
+        np.testing.assert_allclose(mean, math.fsum(reference) / reference.size, rtol=EVAL_REL, err_msg=name)
+        assert count == reference.size, name
+    with pytest.raises(ValueError, match=r"one value per row .* not jaxloss\.ce_with_logits"):
+        evaluate(jaxloss.ce_with_logits, z, k, where=keep, batch_size=96)
+    examples = (z.reshape(100, 10, c), k.reshape(100, 10))
+    per_example, count = evaluate(
+        lambda a, b: jaxloss.batch.ce_with_logits(a, b, where=b != -100), *examples, batch_size=16
+    )
+    expected = [float(jaxloss.ce_with_logits(a, b, where=b != -100)) for a, b in zip(*examples, strict=True)]
+    np.testing.assert_allclose(per_example, math.fsum(expected) / len(expected), rtol=EVAL_REL)
+    assert count == 100
+
+
 def test_evaluate_compiles_once_and_masks_the_padding():
     traces = []
 

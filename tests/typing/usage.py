@@ -23,6 +23,14 @@ loss = jaxloss.mse(predictions=logits, targets=labels)
 per_example: jax.Array = batch.mse(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
 report: str = jaxloss.info()
 state: streaming.Mean = streaming.Mean.empty()
+classes, indices = jnp.zeros((2, 3)), jnp.array([0, 2])
+rows: jax.Array = jaxloss.softmax_cross_entropy_with_integer_labels(classes, indices, label_smoothing=0.1)
+rows = jaxloss.softmax_cross_entropy(logits=classes, labels=jnp.ones((2, 3)) / 3, where=classes > -1)
+rows = jaxloss.kl_divergence_from_logits(classes, target_logits=classes, base=2, class_axis_name=None)
+rows = jaxloss.cross_entropy(jnp.ones((2, 3)) / 3, targets=jnp.ones((2, 3)) / 3, axis=-1)
+rows = jaxloss.relative_entropy(probabilities=jnp.ones((2, 3)) / 3, reference=jnp.ones((2, 3)) / 3)
+loss = jaxloss.ce_with_logits(classes, indices, where=indices != -100, implementation="xla")
+per_example = batch.ce_with_logits(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), jnp.int32), weights=jnp.ones((2, 3)))
 
 jaxloss.bce_with_logits(logits, labels, wieghts=labels)  # expect-error: Unexpected keyword argument "wieghts"
 jaxloss.entropy(logits, axis="last")  # expect-error: Argument "axis" to "entropy" has incompatible type "str"
