@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.accuracy [--markdown]
+    python -m benchmarks.accuracy [--markdown] [--only "softmax CE" --only KL]
 
 Every implementation is measured in the same run, under ``jax.jit`` on the
 default backend, on the stored inputs of ``tests/data`` (built by
@@ -121,6 +121,7 @@ class Chunk:
     grad: np.ndarray | None = None  # derivative with respect to args[0]
     hess: np.ndarray | None = None  # second derivative (elementwise losses only)
     grad_ulp_mask: np.ndarray | None = None  # where the derivative is ULP-measured (None: everywhere)
+    grad_cols: np.ndarray | None = None  # the class columns the derivative reference holds (None: all)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,93 @@ def entr_binary(p):
 
 def entr_sigmoid(x):
     return entr(jax.nn.sigmoid(x)) + entr(jax.nn.sigmoid(-x))
+
+
+def naive_ce_integer(logits, labels):
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None].astype(jnp.int32), -1)[..., 0]
+
+
+def naive_ce(logits, labels):
+    return -(labels * jax.nn.log_softmax(logits)).sum(-1)
+
+
+def optax_kl(logits, target_logits):
+    return optax.kl_divergence(jax.nn.log_softmax(logits), jax.nn.softmax(target_logits))
+
+
+def naive_kl(logits, target_logits):
+    return (jax.nn.softmax(target_logits) * (jax.nn.log_softmax(target_logits) - jax.nn.log_softmax(logits))).sum(-1)
+
+
+CE_INTEGER_PEERS = {
+    "jaxloss": jaxloss.softmax_cross_entropy_with_integer_labels,
+    "optax": optax.softmax_cross_entropy_with_integer_labels,
+    "-take(log_softmax, labels)": naive_ce_integer,
+}
+CE_PEERS = {
+    "jaxloss": jaxloss.softmax_cross_entropy,
+    "optax": optax.softmax_cross_entropy,
+    "-(labels * log_softmax).sum(-1)": naive_ce,
+}
+KL_PEERS = {
+    "jaxloss": jaxloss.kl_divergence_from_logits,
+    "optax kl_divergence(log_softmax, softmax)": optax_kl,
+    "(q * (log_softmax(t) - log_softmax(z))).sum(-1)": naive_kl,
+}
+
+
+def categorical_chunks(data, which: str, *, confident_target: bool = False, half: bool = False) -> list[Chunk]:
+    """One chunk per row length of a categorical data file: (logits, labels) with classes that are out given as
+    -inf logits (the peers have no ``where``). ``which``: "int" (class indices), "onehot" or "soft".
+    Rows with a label on a class that ``where`` leaves out are skipped (a ``where``-only semantics).
+    ``confident_target``: only the rows whose target probability exceeds 1 - 2**-24, the derivative measured at
+    the target entry alone."""
+    chunks = []
+    for n in (int(n) for n in data["sizes"]):
+        kinds = data[f"kind_n{n}"]
+        z = data[f"logits_n{n}"]
+        if not half:
+            z = np.where(data[f"where_n{n}"], z, -np.inf).astype(np.float32)
+        keep = np.array(["masked class" not in k for k in kinds])
+        k = data[f"labels_n{n}"]
+        cols = data[f"gcols_n{n}"]
+        key = "int" if which in ("int", "onehot") else "soft"
+        value, grad = data[f"{key}_value_n{n}"], data[f"{key}_grad_n{n}"]
+        if confident_target:
+            target = grad[np.arange(len(k)), np.searchsorted(cols, k)]
+            keep &= np.array([kd.startswith("confident") for kd in kinds]) & (-(2.0**-24) < target) & (target < 0)
+            keep &= np.isin(k, cols)
+        if not keep.any():
+            continue
+        labels = {"int": k, "onehot": (np.arange(n)[None] == k[:, None]).astype(np.float32)}.get(which)
+        labels = data[f"soft_labels_n{n}"] if labels is None else labels
+        mask = None
+        if confident_target:
+            mask = cols[None, :] == k[keep][:, None]
+        elif which == "soft":
+            mask = np.zeros((int(keep.sum()), cols.size), bool)  # S p - y cancels: abs error only
+        chunks.append(Chunk((z[keep], labels[keep]), value[keep], grad[keep], grad_ulp_mask=mask, grad_cols=cols))
+    return chunks
+
+
+def kl_chunks(data, half: bool = False) -> list[Chunk]:
+    prefix = "kl_" if half else ""
+    chunks = []
+    for n in (int(n) for n in data["sizes"]):
+        z, t = data[f"{prefix}logits_n{n}"], data[f"{prefix}target_logits_n{n}"]
+        if not half:
+            w = data[f"where_n{n}"]
+            z, t = np.where(w, z, -np.inf).astype(np.float32), np.where(w, t, -np.inf).astype(np.float32)
+        cols = data[f"gcols_n{n}"]
+        value, grad = data[f"{prefix}value_n{n}"], data[f"{prefix}grad_n{n}"]
+        # dKL/dz = p - q cancels where p ~ q: ULP-measured only where |p - q| >= max(p, q) / 2
+        if half:
+            mask = np.zeros(grad.shape, bool)
+        else:
+            p, q = data[f"p_n{n}"], data[f"q_n{n}"]
+            mask = np.abs(grad) >= np.maximum(p, q) / 2
+        chunks.append(Chunk((z, t), value, grad, grad_ulp_mask=mask, grad_cols=cols))
+    return chunks
 
 
 def bce_chunk(data, *, labels=None, value="value", grad="grad", index=None) -> Chunk:
@@ -232,6 +320,24 @@ def cases() -> Iterator[Case]:
         data = load("entropy_logits" if dtype == "float32" else f"entropy_logits_{dtype}")
         yield Case("entropy from logits", dtype, entropy_logit_chunks(data), peers, elementwise=False)
 
+    data = load("categorical_logits")
+    half_data = load("categorical_logits_bfloat16")
+    name = "softmax CE, integer labels"
+    yield Case(name, "float32", categorical_chunks(data, "int"), CE_INTEGER_PEERS, elementwise=False)
+    yield Case(name, "bfloat16", categorical_chunks(half_data, "int", half=True), CE_INTEGER_PEERS, elementwise=False)
+    chunks = categorical_chunks(data, "int", confident_target=True)
+    name = "softmax CE, integer labels: target entry of d/dz, p_target > 1 - 2^-24"
+    yield Case(name, "float32", chunks, CE_INTEGER_PEERS, elementwise=False)
+    yield Case("softmax CE, one-hot labels", "float32", categorical_chunks(data, "onehot"), CE_PEERS, elementwise=False)
+    chunks = categorical_chunks(data, "onehot", confident_target=True)
+    name = "softmax CE, one-hot labels: target entry of d/dz, p_target > 1 - 2^-24"
+    yield Case(name, "float32", chunks, CE_PEERS, elementwise=False)
+    yield Case("softmax CE, soft labels", "float32", categorical_chunks(data, "soft"), CE_PEERS, elementwise=False)
+    chunks = categorical_chunks(half_data, "soft", half=True)
+    yield Case("softmax CE, soft labels", "bfloat16", chunks, CE_PEERS, elementwise=False)
+    yield Case("KL from logits", "float32", kl_chunks(load("kl_logits")), KL_PEERS, elementwise=False)
+    yield Case("KL from logits", "bfloat16", kl_chunks(half_data, half=True), KL_PEERS, elementwise=False)
+
     data = load("binary_entropy")
     peers = {"jaxloss": jaxloss.binary_entropy, "entr(p) + entr(1-p)": entr_binary}
     yield Case("binary entropy", "float32", [Chunk((data["probabilities"],), data["value"])], peers)
@@ -283,8 +389,14 @@ def measure(case: Case, fn: Callable) -> Stats:
     evaluate = fn(case.elementwise) if fn is torch_bce_evaluator else jax_evaluator(fn, case.elementwise)
     stats = Stats()
     for chunk in case.chunks:
-        args = tuple(np.asarray(a).astype(dtype) for a in chunk.args)
+        # floating inputs in the case's dtype; integer labels stay integers
+        args = tuple(
+            np.asarray(a).astype(dtype) if np.issubdtype(np.asarray(a).dtype, np.floating) else np.asarray(a)
+            for a in chunk.args
+        )
         outs = evaluate(args, chunk.grad is not None, chunk.hess is not None)
+        if chunk.grad_cols is not None and outs[1] is not None:
+            outs[1] = outs[1][..., chunk.grad_cols]
         stats.out_dtype = str(outs[0].dtype)
         for k, (out, ref) in enumerate(zip(outs, (chunk.value, chunk.grad, chunk.hess), strict=True)):
             if out is None or ref is None:
@@ -338,8 +450,10 @@ def fmt_abs(x: float | None) -> str:
     return "—" if x is None else f"{x:.1e}"
 
 
-def rows() -> Iterator[tuple[str, ...]]:
+def rows(only: list[str] | None = None) -> Iterator[tuple[str, ...]]:
     for case in cases():
+        if only and not case.name.startswith(tuple(only)):
+            continue
         for name, fn in case.implementations.items():
             s = measure(case, fn)
             has = (
@@ -377,6 +491,10 @@ NOTES = (
     "on the stored inputs (`tests/data`, built by `python tests/make_reference.py`). All jitted.",
     f"`values > {OUTLIER_ULP} ULP` counts the ULP-checked values off by more than that (a max can be one point).",
     "d/dx ULP for BCE is over hard labels {0, 1}; the abs-error column covers every label.",
+    "Categorical rows: 1 to 32768 classes (bfloat16: 10 and 100), classes out given as -inf logits to every",
+    "implementation; d/dx is d/dlogits, ULP-measured entry by entry for hard labels, only at the target entry",
+    "in the `p_target > 1 - 2^-24` rows (where `softmax - one_hot` cancels), not for soft labels (S p - y",
+    "cancels: abs error only), and for KL only where |p - q| >= max(p, q) / 2.",
     "Exact values below 2^-119 (1.5e-36) are left out of the ULP columns (XLA on CPU flushes subnormal",
     "intermediates); non-finite results where the exact value is finite are counted, not maximised.",
     "Derivatives come back in the input dtype (jax.grad), so 16-bit derivative ULPs are 16-bit ULPs.",
@@ -408,8 +526,11 @@ def render(table: list[tuple[str, ...]], markdown: bool) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    parser.add_argument(
+        "--only", action="append", metavar="PREFIX", help="measure only the functions whose name starts so (repeatable)"
+    )
     args = parser.parse_args(argv)
-    print(render(list(rows()), args.markdown))
+    print(render(list(rows(args.only)), args.markdown))
 
 
 if __name__ == "__main__":

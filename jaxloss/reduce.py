@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from . import _api, _checks
+from ._kernels import twofloat
 
 __all__ = ["mean"]
 
@@ -42,6 +43,7 @@ def scaled_totals(
     where: jax.Array | None,
     axis_name: Hashable | None = None,
     headroom: int = 0,
+    exact: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""(T, W, E): the weighted total and the weight total over the selected elements, both times 2**-E.
 
@@ -67,6 +69,13 @@ def scaled_totals(
     the same E, and then T and W are ``psum``-ed: the ratio is the global mean, exactly as without scaling.
     E carries no gradient (it is piecewise constant in the weights).
 
+    ``exact=True`` (static) sums T and W exactly split (``twofloat.split_terms``, on grids fixed by the largest
+    |value| and the number of terms; the bound is ``pmax``-ed with the largest weight): every partial sum of the
+    split parts is exact, so the totals are the same float in any order of the additions, on one device or split
+    over many (a plain float32 sum rounds differently per order, a few ulps apart), and within about one rounding.
+    It costs a pass for the bound and three sums instead of one: :func:`jaxloss.ce_with_logits` takes it for its
+    rows (few, and compared across meshes), the elementwise means do not.
+
     ``headroom`` G > 0 (static) multiplies every term and the weight total by a further 2**-G (E grows by G): where
     the values' own sum overflows while their mean does not, ``G = headroom_for(n)`` brings it back in range
     exactly (:class:`jaxloss.streaming.Mean` does so for a batch whose total overflowed).
@@ -86,12 +95,32 @@ def scaled_totals(
             g = power_of_two(jnp.int32(-headroom), values.dtype)
             return jnp.sum(selected * g), count * g
 
+        if exact:
+            biggest = jnp.max(jax.lax.stop_gradient(jnp.where(jnp.isfinite(selected), jnp.abs(selected), 0)), initial=0)
+            if axis_name is not None:
+                biggest = jax.lax.pmax(biggest, axis_name)
+            n = values.size * (1 if axis_name is None else jax.lax.psum(1, axis_name))
+            g = None if headroom == 0 else power_of_two(jnp.int32(-headroom), values.dtype)
+            terms = selected if g is None else selected * g
+            parts = tuple(jnp.sum(x) for x in twofloat.split_terms(terms, biggest if g is None else biggest * g, n))
+            parts = (*parts, count if g is None else count * g)
+            if axis_name is not None:
+                parts = jax.lax.psum(parts, axis_name)  # one collective
+            return twofloat.add_three(*parts[:3]), parts[3], exponent + headroom
+
     else:
         if where is not None:
             weights = jnp.where(where, weights, 0)
             values = jnp.where(where, values, 0)
         largest = jnp.max(jnp.abs(jax.lax.stop_gradient(weights)), initial=0)
-        if axis_name is not None:
+        if exact:  # a bound of the values too, for the split totals (from the same pmax)
+            biggest = jnp.max(
+                jax.lax.stop_gradient(jnp.where((weights == 0) | ~jnp.isfinite(values), 0, jnp.abs(values))),
+                initial=0,
+            )
+            if axis_name is not None:
+                largest, biggest = jax.lax.pmax((largest, biggest), axis_name)
+        elif axis_name is not None:
             largest = jax.lax.pmax(largest, axis_name)  # one E on every device: the psum below stays exact
         exponent = weight_exponent(largest)
         info = jnp.finfo(values.dtype)
@@ -111,6 +140,20 @@ def scaled_totals(
             total = jnp.sum(jnp.where(off, 0, term))
             return total, jnp.sum(scaled) if g is None else jnp.sum(scaled) * g
 
+        if exact:
+            g = None if headroom == 0 else power_of_two(jnp.int32(-headroom), values.dtype)
+            w = scaled if g is None else scaled * g
+            small = (weights * (safe * 0.25)) * scale4
+            term = jnp.where(off, 0, jnp.where(scaled >= info.tiny, w * safe, small if g is None else small * g))
+            # Scaled weights lie in [0, 4), so |term| <= 4 max|ell| (times 2**-G).
+            unit = 4.0 if g is None else 4.0 * g
+            n = values.size * (1 if axis_name is None else jax.lax.psum(1, axis_name))
+            parts = (*twofloat.split_terms(term, unit * biggest, n), *twofloat.split_terms(w, unit, n))
+            parts = tuple(jnp.sum(x) for x in parts)
+            if axis_name is not None:
+                parts = jax.lax.psum(parts, axis_name)  # one collective
+            return twofloat.add_three(*parts[:3]), twofloat.add_three(*parts[3:]), exponent + headroom
+
     total, count = sums(headroom)
     if axis_name is not None:
         total, count = jax.lax.psum((total, count), axis_name)
@@ -124,14 +167,18 @@ def headroom_for(n: int) -> int:
 
 
 def totals(
-    values: jax.Array, weights: jax.Array | None, where: jax.Array | None, axis_name: Hashable | None = None
+    values: jax.Array,
+    weights: jax.Array | None,
+    where: jax.Array | None,
+    axis_name: Hashable | None = None,
+    exact: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(T, W) of :func:`scaled_totals`: numerator and denominator of the mean, in ``values``' dtype (float32 or wider).
 
     Both carry the same power-of-two scale (1 without weights, where W is the exact count), so ``ratio(T, W)``
     is the mean; with ``axis_name`` they are the global (pmax-scaled, then psum-ed) totals.
     """
-    total, count, _ = scaled_totals(values, weights, where, axis_name)
+    total, count, _ = scaled_totals(values, weights, where, axis_name, exact=exact)
     return total, count
 
 

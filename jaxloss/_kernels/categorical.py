@@ -12,6 +12,12 @@ Then, with S = sum(y):
   delta is formed from the exact two-float difference of the two rows' shifts plus log(Z_z / Z_t), itself
   computed from the difference of the two rows' terms, so it keeps its relative accuracy as KL -> 0.
 
+Second derivatives: every gradient is a custom_jvp whose rule is the closed-form Hessian S (diag(p) - p p^T)
+applied by :func:`softmax_hvp` (differentiating the gradient formulas instead loses a confident class's digits:
+eps |dz| where the product is (1 - p) |dz|). The KL's row sums of terms bounded by 1 are summed by
+:func:`split_terms` (one rounding, whatever the order), so that q and log(Z_z / Z_t) reach its gradients with
+about an ulp each, and a row split over devices sums to the same float as the whole row.
+
 With ``axis_name`` (the class axis split over that mapped axis, inside ``shard_map``) the row maximum is one
 ``pmax`` and every row sum one ``psum`` (of a tuple: one collective); the label term comes from the shard that
 holds the label. Everything here is elementwise given the row statistics, so each shard computes its part of the
@@ -25,9 +31,10 @@ from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
-from .elementwise import log1p, times
-from .twofloat import two_diff, two_sum
+from .elementwise import linear, log1p, times
+from .twofloat import add_three, split_terms, two_diff, two_sum
 
 __all__: list[str] = []
 
@@ -37,13 +44,15 @@ Axis = Hashable | None
 # --------------------------------------------------------------------------- row statistics
 
 
-def row_max(z, axis: int, axis_name: Axis):
+def row_max(z, axis: int, axis_name: Axis, *extra):
     """The row maximum (kept as a size-1 axis), over every shard of the class axis; no derivative (every result
-    here is invariant under a shift of the row)."""
-    m = jnp.max(z, axis=axis, keepdims=True, initial=-jnp.inf)
+    here is invariant under a shift of the row). With ``extra`` arrays, also their row maxima (bounds for
+    :func:`reduce_rows`), from the same ``pmax``: returns (m, *maxima)."""
+    maxima = tuple(jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf) for x in (z, *extra))
     if axis_name is not None:
-        m = jax.lax.pmax(m, axis_name)
-    return jax.lax.stop_gradient(m)
+        maxima = jax.lax.pmax(maxima, axis_name)
+    maxima = tuple(jax.lax.stop_gradient(x) for x in maxima)
+    return maxima if extra else maxima[0]
 
 
 def shift(z, m):
@@ -64,12 +73,29 @@ def shift(z, m):
     return hi, lo, e, hi == 0
 
 
-def reduce_rows(parts, axis: int, axis_name: Axis):
-    """Each array of ``parts`` summed over ``axis`` (kept), then over ``axis_name``: one psum for all of them."""
-    sums = tuple(jnp.sum(x, axis=axis, keepdims=True) for x in parts)
+def reduce_rows(parts, axis: int, axis_name: Axis, bounds=None):
+    """Each array of ``parts`` summed over ``axis`` (kept), then over ``axis_name``: one psum for all of them.
+
+    ``bounds`` maps a part's position to a bound of its terms' magnitude (a number, or an array of row bounds,
+    the same on every device): that part is summed by :func:`split_terms`, so that its sum is the same whatever
+    the order of the additions, on one device or split over many, and within one rounding of the exact sum (a
+    plain float32 sum of a few hundred terms is off by a few ulps, and by different ulps on different devices)."""
+    bounds = bounds or {}
+    n = parts[0].shape[axis] * (1 if axis_name is None else jax.lax.psum(1, axis_name))
+    pieces = []
+    for position, x in enumerate(parts):
+        pieces.append(split_terms(x, bounds[position], n) if position in bounds else (x,))
+    sums = tuple(jnp.sum(v, axis=axis, keepdims=True) for group in pieces for v in group)
     if axis_name is not None:
         sums = jax.lax.psum(sums, axis_name)
-    return sums
+    out, i = [], 0
+    for group in pieces:
+        if len(group) == 1:
+            out.append(sums[i])
+        else:
+            out.append(add_three(*sums[i : i + 3]))
+        i += len(group)
+    return tuple(out)
 
 
 def _finish(m_raw, rest, n_top):
@@ -108,19 +134,29 @@ def _others(e, rest, n_top):
 
 
 def _soft_grad(e, top, rest, n_top, y, total):
+    """S p - y, at a top class whose probability exceeds 1/2 as (S - y) - S (Z - e) / Z: there p = 1 - (Z - e)/Z
+    and S p - y for a confident one-hot target is -S (Z - e)/Z, a tiny number that p - 1 would round away. A top
+    class with p <= 1/2 (many classes near the top) takes S p - y: the other form would cancel there."""
     z = 1 + (rest + (n_top - 1))
     p = e / z
-    return jnp.where(top, (total - y) - total * (_others(e, rest, n_top) / z), total * p - y)
+    others = _others(e, rest, n_top)
+    confident = top & (others < e)  # e = 1 at a top class: (Z - e) / Z < 1/2
+    return jnp.where(confident, (total - y) - total * (others / z), total * p - y)
 
 
-def soft_value_and_grad(z, y, axis: int, axis_name: Axis):
+def _soft_raw(z, y, axis: int, axis_name: Axis):
     """(L, dL/dz, dL/dy) of the cross-entropy of softmax(z) against the (non-negative) labels y, L over ``axis``
     (kept). dL/dy = -log p = log Z + u (+inf for a class that is out)."""
-    m = row_max(z, axis, axis_name)
+    m, y_max, low = row_max(z, axis, axis_name, y, jnp.where(y > 0, -z, -jnp.inf))
     hi, lo, e, top = shift(z, m)
     u = -(hi + lo)
     yu = times(y, u)  # 0 where y = 0, whatever u is
-    rest, n_top, total, label = reduce_rows((jnp.where(top, 0, e), jnp.where(top, e, 0), y, yu), axis, axis_name)
+    rest, n_top, total, label = reduce_rows(
+        (jnp.where(top, 0, e), jnp.where(top, e, 0), y, yu),
+        axis,
+        axis_name,
+        bounds={0: 1.0, 2: y_max, 3: y_max * (m + low)},  # y u <= max(y) (m - min z) over the classes with y > 0
+    )
     s1, none = _finish(m, rest, n_top)
     log_z = log1p(s1)
     value = jnp.where(none, 0, times(total, log_z) + label)
@@ -129,16 +165,19 @@ def soft_value_and_grad(z, y, axis: int, axis_name: Axis):
     return value, grad, dy
 
 
-def uniform_value_and_grad(z, axis: int, axis_name: Axis):
+def _uniform_raw(z, axis: int, axis_name: Axis):
     """(L, dL/dz) of the cross-entropy of softmax(z) against the uniform distribution over the classes that are
     in (z > -inf): what label smoothing mixes in. 0 for a row with no class in."""
-    m = row_max(z, axis, axis_name)
-    hi, lo, e, top = shift(z, m)
     inside = z > -jnp.inf
+    m, low = row_max(z, axis, axis_name, jnp.where(inside, -z, -jnp.inf))
+    hi, lo, e, top = shift(z, m)
     u = jnp.where(inside, -(hi + lo), 0)  # finite wherever z is (m = +inf: the finite classes are out: inf)
     u = jnp.where(inside & (hi == -jnp.inf), jnp.inf, u)
     rest, n_top, k, sum_u = reduce_rows(
-        (jnp.where(top, 0, e), jnp.where(top, e, 0), inside.astype(e.dtype), u), axis, axis_name
+        (jnp.where(top, 0, e), jnp.where(top, e, 0), inside.astype(e.dtype), u),
+        axis,
+        axis_name,
+        bounds={0: 1.0, 3: m + low},
     )
     s1, none = _finish(m, rest, n_top)
     k_safe = jnp.where(k == 0, 1, k)
@@ -150,7 +189,7 @@ def uniform_value_and_grad(z, axis: int, axis_name: Axis):
 # --------------------------------------------------------------------------- cross-entropy, integer labels
 
 
-def integer_value_and_grad(z, labels, axis: int, axis_name: Axis):
+def _integer_raw(z, labels, axis: int, axis_name: Axis):
     """(L, dL/dz) of the cross-entropy of softmax(z) against class indices ``labels`` (the shape of z without
     ``axis``): L = log1p(s1) + u_k over ``axis`` (kept). A label outside [0, C) gives NaN for its row (value and
     gradient); a label on a class that is out gives +inf (gradient p - onehot, finite)."""
@@ -163,7 +202,9 @@ def integer_value_and_grad(z, labels, axis: int, axis_name: Axis):
     is_label = position == k
     # The label's u = -(d_hi + d_lo), from the shard that holds it (0 elsewhere): summed with the other row sums.
     u_label = jnp.where(is_label, -(hi + lo), 0)
-    rest, n_top, label = reduce_rows((jnp.where(top, 0, e), jnp.where(top, e, 0), u_label), axis, axis_name)
+    rest, n_top, label = reduce_rows(
+        (jnp.where(top, 0, e), jnp.where(top, e, 0), u_label), axis, axis_name, bounds={0: 1.0}
+    )
     s1, none = _finish(m, rest, n_top)
     zz = 1 + s1
     value = jnp.where(none, 0, log1p(s1) + label)
@@ -177,13 +218,13 @@ def integer_value_and_grad(z, labels, axis: int, axis_name: Axis):
 def integer_value(z, labels, axis: int, axis_name: Axis):
     """L alone (see :func:`integer_value_and_grad`): the label's logit gathered, no one-hot pass."""
     if axis_name is not None:
-        return integer_value_and_grad(z, labels, axis, axis_name)[0]
+        return _integer_raw(z, labels, axis, axis_name)[0]
     k = jnp.expand_dims(labels.astype(jnp.int32), axis)
     n = z.shape[axis]
     valid = (k >= 0) & (k < n)
     m = row_max(z, axis, None)
     _, _, e, top = shift(z, m)
-    rest, n_top = reduce_rows((jnp.where(top, 0, e), jnp.where(top, e, 0)), axis, None)
+    rest, n_top = reduce_rows((jnp.where(top, 0, e), jnp.where(top, e, 0)), axis, None, bounds={0: 1.0})
     s1, none = _finish(m, rest, n_top)
     z_label = jnp.take_along_axis(z, jnp.clip(k, 0, n - 1), axis=axis)
     hi, lo, _, _ = shift(z_label, m)
@@ -195,13 +236,24 @@ def integer_value(z, labels, axis: int, axis_name: Axis):
 
 
 def _f_small(x):
-    """f(x) = 1 + (x - 1) e^x = sum_{n >= 2} (n - 1) x^n / n! for |x| <= 1 (Horner; enough terms for the dtype)."""
+    """f(x) = 1 + (x - 1) e^x = sum_{n >= 2} (n - 1) x^n / n! for 0 <= x <= 1 (Horner on positive terms; enough
+    terms for the dtype). (For x < 0 the series alternates and cancels: see :func:`_g_series`.)"""
     terms = 13 if x.dtype.itemsize <= 4 else 20
     coefficient = [0.0] * 2 + [(n - 1) / _factorial(n) for n in range(2, terms + 1)]
     acc = jnp.asarray(coefficient[terms], x.dtype)
     for n in range(terms - 1, 1, -1):
         acc = acc * x + coefficient[n]
     return acc * (x * x)
+
+
+def _g_series(y):
+    """g(y) = e^y - 1 - y = sum_{n >= 2} y^n / n! for 0 <= y <= 2: every term positive, nothing cancels (Horner;
+    enough terms for the dtype at y = 2). f(x) = e^x g(-x) for x < 0, so p f(delta) = q g(-delta) there."""
+    terms = 17 if y.dtype.itemsize <= 4 else 26
+    acc = jnp.asarray(1 / _factorial(terms), y.dtype)
+    for n in range(terms - 1, 1, -1):
+        acc = acc * y + 1 / _factorial(n)
+    return acc * (y * y)
 
 
 def _factorial(n: int) -> float:
@@ -212,17 +264,27 @@ def _factorial(n: int) -> float:
 
 
 def kl_terms(delta, p, q):
-    """p f(delta) = p - q + q delta, each term >= 0 and without cancellation: the series near delta = 0, the
-    direct form below -1, and p (delta - 1) + q above 1 (where q = p e^delta may be far larger than p)."""
-    small = jnp.abs(delta) <= 1
-    x = jnp.where(small | (delta == -jnp.inf), 0, delta)
-    f_low = jnp.where(delta == -jnp.inf, 1, 1 + (x - 1) * jnp.exp(jnp.minimum(x, 0)))
-    low = p * jnp.where(small, _f_small(jnp.where(small, delta, 0)), f_low)
-    high = q + jnp.where(delta == jnp.inf, jnp.inf, p * (jnp.where(delta > 1, delta, 2) - 1))
-    return jnp.maximum(jnp.where(delta > 1, high, low), 0)
+    """p f(delta) = p - q + q delta (with q = p e^delta), each term >= 0 and formed from positive parts only:
+
+    * 0 <= delta <= 1: p sum_{n>=2} (n - 1) delta^n / n!;
+    * -2 <= delta < 0: q (e^-delta - 1 + delta) = q sum_{n>=2} (-delta)^n / n! (1 + (delta - 1) e^delta would
+      lose up to 2 bits near delta = -1, where its two parts are 1 and -0.74);
+    * delta < -2: p (1 + (delta - 1) e^delta), the subtracted part below 0.41 of 1: no real cancellation
+      (q = 0, delta = -inf: p);
+    * delta > 1: p + q (delta - 1) (q may be far larger than p; +inf for delta = +inf with q > 0).
+    """
+    positive = (delta >= 0) & (delta <= 1)
+    negative = (delta < 0) & (delta >= -2)
+    x = jnp.where(delta < -2, delta, -3)  # finite wherever it is not used
+    f_low = jnp.where(delta == -jnp.inf, 1, 1 + (x - 1) * jnp.exp(x))
+    series_pos = p * _f_small(jnp.where(positive, delta, 0))
+    series_neg = q * _g_series(jnp.where(negative, -delta, 0))
+    high = p + jnp.where(delta == jnp.inf, jnp.inf, q * (jnp.where(delta > 1, delta, 2) - 1))
+    out = jnp.where(positive, series_pos, jnp.where(negative, series_neg, jnp.where(delta > 1, high, p * f_low)))
+    return jnp.where(jnp.isnan(delta + p + q), jnp.nan, jnp.maximum(out, 0))  # no branch above takes a NaN
 
 
-def kl_value_and_grads(z, t, axis: int, axis_name: Axis):
+def _kl_raw(z, t, axis: int, axis_name: Axis):
     """(KL(softmax(t) || softmax(z)) over ``axis`` (kept), dKL/dz = p - q, dKL/dt = q (delta - KL)).
 
     Rows where every class of z and of t is out give 0; where only t has no class in, 0 (no target mass); where
@@ -247,6 +309,7 @@ def kl_value_and_grads(z, t, axis: int, axis_name: Axis):
         (jnp.where(ztop, 0, ez), jnp.where(ztop, ez, 0), jnp.where(ttop, 0, et), jnp.where(ttop, et, 0), delta_terms),
         axis,
         axis_name,
+        bounds={0: 1.0, 2: 1.0, 4: 1.0},
     )
     s1z, none_z = _finish(mz, rest_z, top_z)
     s1t, none_t = _finish(mt, rest_t, top_t)
@@ -257,7 +320,10 @@ def kl_value_and_grads(z, t, axis: int, axis_name: Axis):
     delta = jnp.where(jnp.isfinite(a), a + (b + dl), a)
     p, q = ez / zz, et / zt
     terms = jnp.where(both_out, 0, kl_terms(delta, p, q))
-    (kl,) = reduce_rows((terms,), axis, axis_name)
+    largest = jnp.max(jnp.where(jnp.isnan(terms), 0, terms), axis=axis, keepdims=True, initial=0)
+    if axis_name is not None:
+        largest = jax.lax.pmax(largest, axis_name)
+    (kl,) = reduce_rows((terms,), axis, axis_name, bounds={0: jax.lax.stop_gradient(largest)})
     grad_z = jnp.where(
         both_out,
         0,
@@ -270,6 +336,137 @@ def kl_value_and_grads(z, t, axis: int, axis_name: Axis):
     kl = jnp.where(none_t, 0, jnp.where(none_z, jnp.inf, kl))
     dead = none_t | none_z
     return kl, jnp.where(dead, 0, grad_z), jnp.where(dead, 0, grad_t)
+
+
+# --------------------------------------------------------------------------- second derivatives
+# Each gradient above is wrapped in a custom_jvp whose rule is the closed-form Hessian S (diag(p) - p p^T) applied
+# to the tangent, written so that a confident class keeps its digits in forward and in reverse mode (autodiff of
+# the gradient formulas leaves about eps |dz| there, where the product is (1 - p) |dz|).
+
+
+def _softmax_parts(z, axis: int, axis_name: Axis):
+    """(p, top, none): p = softmax(z) over ``axis`` (0 for a class that is out and for a row with none in), top =
+    a row maximum (in a row with a class in), none = no class in."""
+    m = row_max(z, axis, axis_name)
+    _, _, e, top = shift(z, m)
+    rest, n_top = reduce_rows((jnp.where(top, 0, e), jnp.where(top, e, 0)), axis, axis_name, bounds={0: 1.0})
+    s1, none = _finish(m, rest, n_top)
+    return jnp.where(none, 0, e / (1 + s1)), top & ~none, none
+
+
+def softmax_hvp(p, top, dz, axis: int, axis_name: Axis):
+    """(diag(p) - p p^T) dz over ``axis``, as a map whose transpose is as accurate as itself.
+
+    H 1 = 0 and 1^T H = 0, so H = (I - t 1^T) H (I - 1 t^T) for t = top / n_top (the mean over the top classes):
+    the tangent is first shifted by its value at the top, w = dz - t^T dz, then u = p w - p (p^T w) (at a single
+    top class w = 0 and u = -p (p^T w), with p^T w = sum_{j != top} p_j (dz_j - dz_top): no cancellation), then
+    u - t (1^T u) (1^T u is a rounding residue). Reverse mode transposes this into the same three steps in the
+    opposite order. (Either outer step alone already keeps a confident class's digits in both modes, the
+    transpose of one being the other; both keep the map symmetric.) Classes with p = 0 take no part (their
+    tangent may be anything)."""
+    dz = jnp.where(p > 0, dz, 0)
+    topf = top.astype(dz.dtype)
+    r_sum, n_top = reduce_rows((topf * dz, topf), axis, axis_name)
+    n_top = jnp.where(n_top == 0, 1, n_top)
+    w = dz - r_sum / n_top
+    (pw,) = reduce_rows((p * w,), axis, axis_name)
+    u = p * w - p * pw
+    (su,) = reduce_rows((u,), axis, axis_name)
+    return u - topf * (su / n_top)
+
+
+def _is_zero(tangent) -> bool:
+    return isinstance(tangent, SymbolicZero)
+
+
+def _tangent(x, like):
+    """A tangent as an array (zeros where JAX passed a symbolic zero)."""
+    return jnp.zeros_like(like) if _is_zero(x) else x
+
+
+# Each (value, gradient) pair is one custom_jvp, so that a first derivative computes the row statistics once (one
+# pmax and one psum where the class axis is split), and a second derivative applies the closed-form Hessian.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def soft_value_and_grad(z, y, axis: int, axis_name: Axis):
+    """(L, dL/dz, dL/dy) of the cross-entropy of softmax(z) against the (non-negative) labels y, L over ``axis``
+    (kept). dL/dy = -log p = log Z + u (+inf for a class that is out). See :func:`_soft_raw`."""
+    return _soft_raw(z, y, axis, axis_name)
+
+
+@functools.partial(soft_value_and_grad.defjvp, symbolic_zeros=True)
+def _soft_value_and_grad_jvp(axis, axis_name, primals, tangents):
+    (z, y), (dz, dy) = primals, tangents
+    value, grad, grad_y = soft_value_and_grad(z, y, axis, axis_name)
+    p, top, none = _softmax_parts(z, axis, axis_name)
+    dvalue = jnp.zeros_like(value)
+    dgrad = jnp.zeros_like(grad)
+    if not _is_zero(dz):
+        (total, dv) = reduce_rows((y, grad * dz), axis, axis_name)
+        dvalue = dvalue + dv
+        dgrad = dgrad + total * softmax_hvp(p, top, dz, axis, axis_name)
+    if not _is_zero(dy):
+        (d_total, dv) = reduce_rows((dy, linear(grad_y, (grad_y, dy))), axis, axis_name)
+        dvalue = dvalue + dv
+        dgrad = dgrad + (d_total * p - dy)
+    # d(-log p_c) = sum_j p_j dz_j - dz_c (0 for a class that is out, whose -log p is +inf throughout).
+    (p_dz,) = reduce_rows((p * _tangent(dz, z),), axis, axis_name)
+    dgrad_y = jnp.where(p > 0, p_dz - _tangent(dz, z), 0)
+    return (value, grad, grad_y), (dvalue, jnp.where(none, 0, dgrad), jnp.where(none, 0, dgrad_y))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def uniform_value_and_grad(z, axis: int, axis_name: Axis):
+    """(L, dL/dz) of the cross-entropy of softmax(z) against the uniform distribution over the classes that are
+    in (see :func:`_uniform_raw`)."""
+    return _uniform_raw(z, axis, axis_name)
+
+
+@uniform_value_and_grad.defjvp
+def _uniform_value_and_grad_jvp(axis, axis_name, primals, tangents):
+    (z,), (dz,) = primals, tangents
+    value, grad = uniform_value_and_grad(z, axis, axis_name)
+    p, top, none = _softmax_parts(z, axis, axis_name)
+    (dvalue,) = reduce_rows((grad * dz,), axis, axis_name)
+    return (value, grad), (dvalue, jnp.where(none, 0, softmax_hvp(p, top, dz, axis, axis_name)))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def integer_value_and_grad(z, labels, axis: int, axis_name: Axis):
+    """(L, dL/dz) of the cross-entropy of softmax(z) against class indices ``labels`` (see :func:`_integer_raw`)."""
+    return _integer_raw(z, labels, axis, axis_name)
+
+
+@integer_value_and_grad.defjvp
+def _integer_value_and_grad_jvp(axis, axis_name, primals, tangents):
+    (z, labels), (dz, _) = primals, tangents
+    value, grad = integer_value_and_grad(z, labels, axis, axis_name)
+    p, top, none = _softmax_parts(z, axis, axis_name)
+    (dvalue,) = reduce_rows((grad * dz,), axis, axis_name)
+    dgrad = jnp.where(none, 0, softmax_hvp(p, top, dz, axis, axis_name))
+    return (value, grad), (dvalue, jnp.where(jnp.isnan(grad), jnp.nan, dgrad))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def kl_value_and_grads(z, t, axis: int, axis_name: Axis):
+    """(KL(softmax(t) || softmax(z)) over ``axis`` (kept), dKL/dz = p - q, dKL/dt = q (delta - KL)); see
+    :func:`_kl_raw`."""
+    return _kl_raw(z, t, axis, axis_name)
+
+
+@functools.partial(kl_value_and_grads.defjvp, symbolic_zeros=True)
+def _kl_value_and_grads_jvp(axis, axis_name, primals, tangents):
+    (z, t), (dz, dt) = primals, tangents
+    kl, grad_z, grad_t = kl_value_and_grads(z, t, axis, axis_name)
+    p, top_p, none_z = _softmax_parts(z, axis, axis_name)
+    q, top_q, none_t = _softmax_parts(t, axis, axis_name)
+    dz, dt = _tangent(dz, z), _tangent(dt, t)
+    (dkl,) = reduce_rows((linear(grad_z, (grad_z, dz), (grad_t, dt)),), axis, axis_name)
+    dgrad_z = softmax_hvp(p, top_p, dz, axis, axis_name) - softmax_hvp(q, top_q, dt, axis, axis_name)
+    # dKL/dt = q (delta - KL) differentiated by JAX (no cancellation-prone closed form needed there).
+    _, dgrad_t = jax.jvp(lambda a, b: _kl_raw(a, b, axis, axis_name)[2], (z, t), (dz, dt))
+    return (kl, grad_z, grad_t), (dkl, jnp.where(none_z | none_t, 0, dgrad_z), dgrad_t)
 
 
 # --------------------------------------------------------------------------- from probabilities
@@ -316,11 +513,13 @@ def soft_ce(z, y, axis: int, axis_name: Axis):
     return jnp.squeeze(soft_value_and_grad(z, y, axis, axis_name)[0], axis)
 
 
-@soft_ce.defjvp
+@functools.partial(soft_ce.defjvp, symbolic_zeros=True)
 def _soft_ce_jvp(axis, axis_name, primals, tangents):
+    # Symbolic zeros (``linear``): a tangent that is not there contributes nothing, so dL/dy = +inf on a class
+    # that is out never meets a zero tangent (0 * inf), and the rule stays linear in the tangents (reverse mode).
     (z, y), (dz, dy) = primals, tangents
     value, grad, grad_y = soft_value_and_grad(z, y, axis, axis_name)
-    return jnp.squeeze(value, axis), _rows_dot((grad * dz, times(dy, grad_y)), axis, axis_name)
+    return jnp.squeeze(value, axis), _rows_dot((linear(grad, (grad, dz), (grad_y, dy)),), axis, axis_name)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
@@ -368,22 +567,40 @@ def cross_entropy_probs(p, t, axis: int):
     return jnp.sum(cross_entropy_terms(p, t), axis=axis)
 
 
-@cross_entropy_probs.defjvp
+@functools.partial(cross_entropy_probs.defjvp, symbolic_zeros=True)
 def _cross_entropy_probs_jvp(axis, primals, tangents):
     (p, t), (dp, dt) = primals, tangents
     zero = t == 0
     grad_p = jnp.where(zero, 0, -t / jnp.where(zero, 1, p))
-    return cross_entropy_probs(p, t, axis), jnp.sum(times(dp, grad_p) + times(dt, -jnp.log(p)), axis=axis)
+    return cross_entropy_probs(p, t, axis), jnp.sum(linear(p, (grad_p, dp), (-jnp.log(p), dt)), axis=axis)
+
+
+def exact_split_sum(d, axis: int):
+    """sum(d) over ``axis`` for terms that cancel (p - q of two rows with nearly equal sums), without the
+    cancellation's loss: each term is split exactly as d = h + l, h on a grid 2**e so coarse that every partial
+    sum of the h is exact (n max|d| < 2**(24 + e) in float32), and the small l (|l| <= 2**(e - 1)) summed
+    afterwards. The error is that of the sum of the l alone, n**2 max|d| 2**-48 at most in float32: the sum keeps
+    its relative accuracy when it is 1e6 times smaller than its terms (and a sum of many positive terms gets one
+    rounding instead of the summation order's). Infinite terms give the infinite sum (NaN: NaN)."""
+    n = d.shape[axis]
+    big = jnp.max(jnp.abs(jnp.where(jnp.isfinite(d), d, 0)), axis=axis, keepdims=True)
+    mantissa = jnp.finfo(d.dtype).nmant + 1
+    _, exponent = jnp.frexp(big * n)  # big * n < 2**exponent
+    grid = jnp.ldexp(jnp.ones_like(big), exponent - mantissa)
+    grid = jnp.where(big > 0, grid, 1)
+    finite = jnp.isfinite(d)
+    h = jnp.where(finite, jnp.round(d / grid) * grid, d)  # exact: a power-of-2 scaling and an integer
+    return jnp.sum(h, axis=axis) + jnp.sum(jnp.where(finite, d - h, 0), axis=axis)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def relative_entropy_probs(p, q, axis: int):
     """sum(p log(p / q)) over ``axis``; dp: log(p/q) + 1 (0 where p = 0), dq: -p/q (0 where p = 0)."""
     w, _ = relative_entropy_parts(p, q)
-    return jnp.sum(w, axis=axis) + jnp.sum(p - q, axis=axis)
+    return exact_split_sum(w, axis) + exact_split_sum(p - q, axis)
 
 
-@relative_entropy_probs.defjvp
+@functools.partial(relative_entropy_probs.defjvp, symbolic_zeros=True)
 def _relative_entropy_probs_jvp(axis, primals, tangents):
     (p, q), (dp, dq) = primals, tangents
     _, delta = relative_entropy_parts(p, q)
@@ -392,4 +609,4 @@ def _relative_entropy_probs_jvp(axis, primals, tangents):
     grad_q = jnp.where(zero, 0, -p / jnp.where(q == 0, 1, q))
     grad_q = jnp.where(~zero & (q == 0), -jnp.inf, grad_q)
     value = relative_entropy_probs(p, q, axis)
-    return value, jnp.sum(times(dp, grad_p) + times(dq, grad_q), axis=axis)
+    return value, jnp.sum(linear(p, (grad_p, dp), (grad_q, dq)), axis=axis)

@@ -65,3 +65,37 @@ def divide_pairs(t: jax.Array, w: jax.Array) -> jax.Array:
     r = (((t[0] - p) - p_err) + t[1] - q * w[1]) / w[0]
     # Overflow in the split (|q| or |w| near the float maximum) or an infinite total: keep the plain quotient.
     return jnp.where(jnp.isfinite(r), q + r, q)
+
+
+def _power_of_two(k, dtype):
+    """2**k as a float of ``dtype`` built from its bits (exact); k clipped to the normal range."""
+    info = jnp.finfo(dtype)
+    int_type = jnp.int32 if info.bits == 32 else jnp.int64
+    k = jnp.clip(k, info.minexp, info.maxexp - 1).astype(int_type)
+    return jax.lax.bitcast_convert_type((k - (info.minexp - 1)) << info.nmant, dtype)
+
+
+def split_terms(x, bound, n: int):
+    """x = h1 + h2 + r exactly, h1 on the grid g1 = 2**(E + ceil(log2 n) + 1 - p) and h2 on g2 = g1 2**(ceil(log2 n)
+    - p), where 2**E >= ``bound`` >= |x| (p: the mantissa's bits). Any sum of n of the h1, and of n of the h2, is
+    then exact, in any order and on any number of devices: only the sum of the remainders r (|r| <= g2 / 2) rounds.
+    Where the bound is 0, infinite or NaN the terms are left whole (r = x)."""
+    dtype = x.dtype
+    mantissa = jnp.finfo(dtype).nmant + 1
+    log_n = max(n - 1, 1).bit_length()
+    bound = jnp.asarray(bound, dtype)
+    usable = jnp.isfinite(bound) & (bound > 0)
+    _, exponent = jnp.frexp(jnp.where(usable, bound, 1))  # bound < 2**exponent
+    g1 = exponent + log_n + 1 - mantissa
+    g2 = g1 + log_n - mantissa
+    finite = usable & jnp.isfinite(x)
+    h1 = jnp.where(finite, jnp.round(x * _power_of_two(-g1, dtype)) * _power_of_two(g1, dtype), 0)
+    r1 = x - h1
+    h2 = jnp.where(finite, jnp.round(r1 * _power_of_two(-g2, dtype)) * _power_of_two(g2, dtype), 0)
+    return h1, h2, r1 - h2
+
+
+def add_three(h1, h2, r):
+    """h1 + h2 + r with one rounding in practice (TwoSum of the two exact partial sums, then the remainder)."""
+    hi, lo = two_sum(h1, h2)
+    return hi + (lo + r)
