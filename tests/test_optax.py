@@ -3,6 +3,9 @@
 (a) logistic regression with optax.adam and jaxloss.bce_with_logits on seeded, linearly separable data
     reaches >= 98% training accuracy, also with bfloat16 parameters and logits (float32 loss);
 (b) a small MLP regression with jaxloss.mse and optax.sgd: the loss falls by >= 10x;
+(c) a softmax classifier over 10 classes (a tiny LM head: tokens with padding) with optax.adam and
+    jaxloss.ce_with_logits, integer labels and `where=labels != PAD`: the loss falls >= 4x, the padding tokens
+    (label -100, logits of any size) change nothing, and >= 95% of the real tokens are classified right;
 the same loops written with optax.losses give the same loss trajectory within float32 tolerance.
 Each loop is a jitted lax.scan, so one compilation covers every step.
 """
@@ -26,7 +29,8 @@ TRAJECTORY_EPS = 16
 SUM_EPS = 8  # a float32 sum of a few hundred terms: pairwise rounding, log2(n) ulp
 MIN_ACCURACY = 0.98
 MIN_LOSS_DROP = 10.0
-LOGREG_STEPS, MLP_STEPS = 200, 400
+LOGREG_STEPS, MLP_STEPS, CLASSIFIER_STEPS = 200, 400, 150
+PAD = -100  # the padding label (PyTorch's ignore_index)
 
 
 # ----------------------------------------------------------------------------- data and models
@@ -173,6 +177,90 @@ def test_mlp_regression_with_sgd_loss_falls_10x(mlp_runs):
 def test_mlp_regression_matches_optax_losses(mlp_runs):
     ours, theirs = mlp_runs["jaxloss"], mlp_runs["optax"]
     np.testing.assert_allclose(ours, theirs, rtol=TRAJECTORY_EPS * EPS32, atol=TRAJECTORY_EPS * EPS32 * ours[0])
+
+
+# ----------------------------------------------------------------------------- (c) softmax classifier with padding
+
+
+def token_data(n=384, d=8, classes=10):
+    """Seeded tokens: features, a class from a random linear teacher (argmax, separable), and every 4th token
+    padding (label PAD, features scaled up 1e3, so that its logits are large and its loss, were it counted,
+    would dominate)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(F32)
+    labels = np.argmax(x @ rng.normal(size=(d, classes)), axis=1).astype(np.int32)
+    labels[::4] = PAD
+    x[::4] *= 1e3
+    return jnp.asarray(x), jnp.asarray(labels)
+
+
+def classifier_init(d=8, classes=10):
+    return {"w": jnp.zeros((d, classes)), "b": jnp.zeros(classes)}
+
+
+CLASSIFIER_LOSSES = {
+    "jaxloss": lambda logits, labels: jaxloss.ce_with_logits(logits, labels, where=labels != PAD),
+    # optax's per-token loss, the padding tokens given a valid label and then left out of the mean by hand.
+    "optax": lambda logits, labels: (
+        jnp.sum(
+            jnp.where(
+                labels != PAD,
+                optax.losses.softmax_cross_entropy_with_integer_labels(logits, jnp.where(labels != PAD, labels, 0)),
+                0,
+            )
+        )
+        / jnp.sum(labels != PAD)
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def classifier_runs():
+    x, labels = token_data()
+    return (
+        x,
+        labels,
+        {
+            name: train(linear, fn, optax.adam(0.05), classifier_init(), x, labels, CLASSIFIER_STEPS)
+            for name, fn in CLASSIFIER_LOSSES.items()
+        },
+    )
+
+
+def test_softmax_classifier_with_adam_and_padding_trains(classifier_runs):
+    x, labels, runs = classifier_runs
+    params, losses = runs["jaxloss"]
+    losses = np.asarray(losses)
+    assert np.all(np.isfinite(losses))
+    # Zero init: every row's logits are equal and its loss is log 10, padding or not (it is left out).
+    np.testing.assert_allclose(losses[0], np.log(10), rtol=SUM_EPS * EPS32)
+    assert losses[0] / losses[-1] >= 4
+    real = np.asarray(labels) != PAD
+    predicted = np.asarray(jnp.argmax(linear(params, x), axis=1))
+    assert np.mean(predicted[real] == np.asarray(labels)[real]) >= 0.95
+
+
+def test_softmax_classifier_matches_optax_losses(classifier_runs):
+    _, _, runs = classifier_runs
+    ours, theirs = runs["jaxloss"][1], runs["optax"][1]
+    np.testing.assert_allclose(ours, theirs, rtol=TRAJECTORY_EPS * EPS32, atol=TRAJECTORY_EPS * EPS32 * ours[0])
+    for a, b in zip(jax.tree.leaves(runs["jaxloss"][0]), jax.tree.leaves(runs["optax"][0]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+
+
+def test_padding_tokens_reach_neither_loss_nor_gradient():
+    """The padding tokens' logits can hold anything, inf and NaN included: the loss and its gradient are those of
+    the real tokens alone, and the padding tokens' gradient is exactly 0 (so x^T dlogits stays finite)."""
+    x, labels = token_data()
+    params = {"w": jax.random.normal(jax.random.key(1), (8, 10)), "b": jnp.zeros(10)}
+    real = np.asarray(labels) != PAD
+    logits = linear(params, x).at[0].set(jnp.inf).at[4].set(jnp.nan)  # tokens 0 and 4 are padding
+    loss = CLASSIFIER_LOSSES["jaxloss"]
+    value, grad = jax.value_and_grad(loss)(logits, labels)
+    value_real, grad_real = jax.value_and_grad(loss)(logits[real], labels[real])
+    np.testing.assert_allclose(value, value_real, rtol=SUM_EPS * EPS32)
+    np.testing.assert_array_equal(np.asarray(grad)[~real], 0)
+    np.testing.assert_allclose(np.asarray(grad)[real], grad_real, rtol=SUM_EPS * EPS32, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- retracing
