@@ -17,10 +17,11 @@ __all__ = ["__version__", "info"]
 def info() -> str:
     """A report of the environment jaxloss runs in: versions, devices, and the path each row workload takes.
 
-    For each workload with a choice of path (``implementation=`` of :func:`jaxloss.entropy_from_logits` and
-    :func:`jaxloss.entropy`), the report names the path ``implementation=None`` takes for a float32 input
-    reduced over its last axis, and, for each path that is not available here, why. Nothing is printed:
-    ``print(jaxloss.info())``, or ``python -m jaxloss info`` from a shell.
+    For each workload with a choice of path (``implementation=`` of :func:`jaxloss.entropy_from_logits`,
+    :func:`jaxloss.entropy` and :func:`jaxloss.softmax_cross_entropy_with_integer_labels`), the report names
+    the path ``implementation=None`` takes for a float32 input reduced over its last axis, and, for each path
+    that is not available here, why. Nothing is printed: ``print(jaxloss.info())``, or ``python -m jaxloss info``
+    from a shell.
 
     Returns:
       A multi-line string.

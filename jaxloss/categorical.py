@@ -98,6 +98,9 @@ def _mix(alpha: jax.Array | None, hard: jax.Array, z: jax.Array, axis: int, axis
     mix of two exact losses (no rounded smoothed labels)."""
     if alpha is None:
         return hard
+    # Opaque to XLA's constant folding: under an outer jit a Python alpha becomes a constant, and the folded
+    # (1 - alpha) * hard + ... rounded differently from the same call with alpha an argument.
+    alpha = jax.lax.optimization_barrier(alpha)
     return (1 - alpha) * hard + elementwise.times(alpha, _cat.uniform_ce(z, axis, axis_name))
 
 
@@ -121,6 +124,7 @@ def _integer_rows(fn, logits, labels, axis, where, label_smoothing, class_axis_n
     where = _checks.broadcast_mask(fn, where, raw.shape)
     z = raw if where is None else jnp.where(where, raw, -jnp.inf)
     path = _integer_path(fn, implementation, z, axis, class_axis_name)
+    _checks.bound_axis_name(fn, "class_axis_name", class_axis_name, "the classes")
     hard = _kernels.ce_integer(z, k, axis, class_axis_name, path)
     alpha = _smoothing(fn, label_smoothing, hard.dtype)
     if alpha is None:
@@ -186,12 +190,13 @@ def softmax_cross_entropy(
     z, axis = _logits(fn, "logits", logits, axis)
     y = _distribution_labels(fn, ("logits", "labels"), z, labels)
     z = _class_mask(fn, where, z)
+    _checks.bound_axis_name(fn, "class_axis_name", class_axis_name, "the classes")
     return _mix(
         _smoothing(fn, label_smoothing, z.dtype), _cat.soft_ce(z, y, axis, class_axis_name), z, axis, class_axis_name
     )
 
 
-@_api.loss(returns="rows")
+@_api.loss(returns="rows", cli="ce-logits", class_indices="labels")
 def softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -307,6 +312,7 @@ def kl_divergence_from_logits(
     dtype = _checks.compute_dtype(z, t)
     z, t = _class_mask(fn, where, z.astype(dtype)), _class_mask(fn, where, t.astype(dtype))
     factor = _checks.log_base_factor(fn, base)
+    _checks.bound_axis_name(fn, "class_axis_name", class_axis_name, "the classes")
     return _in_base(_cat.kl_logits(z, t, axis, class_axis_name), factor)
 
 
@@ -322,7 +328,7 @@ def _probability_pair(fn, names, p, q, axis, where):
     return p.astype(dtype), q, axis, _checks.broadcast_mask(fn, where, p.shape)
 
 
-@_api.loss(returns="rows", cli="ce")
+@_api.loss(returns="rows", cli="ce", rules={"targets": _api.TARGET_DISTRIBUTION})
 def cross_entropy(
     probabilities: ArrayLike,
     targets: ArrayLike,
@@ -406,7 +412,7 @@ def relative_entropy(
     return _in_base(_cat.relative_entropy_probs(p, q, axis), _checks.log_base_factor(fn, base))
 
 
-@_api.loss(returns="mean")
+@_api.loss(returns="mean", class_indices="labels")
 def ce_with_logits(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -459,7 +465,11 @@ def ce_with_logits(
     axis = _checks.normalize_axis(fn, axis, raw.ndim)
     row_shape = raw.shape[:axis] + raw.shape[axis + 1 :]
     selected = _checks.broadcast_mask(fn, where, row_shape)
-    w = None if weights is None else _checks.broadcast_option(fn, "weights", weights, row_shape, jnp.float32)
+    w = (
+        None
+        if weights is None
+        else _checks.broadcast_option(fn, "weights", weights, row_shape, _checks.compute_dtype(raw))
+    )
     # Rows left out (where False, weight 0) are made safe before the loss: their logits 0 and their labels 0, so
     # that NaN, inf or a padding label there (-100) reaches neither the value nor the gradient.
     keep = None if selected is None else selected
@@ -479,12 +489,22 @@ def ce_with_logits(
         k = _integer_labels(fn, labels, raw.shape, axis)
         if keep is not None:
             k = jnp.where(keep, k, 0)
+        if weights is None and label_smoothing is None and axis_name is None:
+            path = _integer_path(fn, implementation, raw, axis, class_axis_name)
+            if path == "cpu":
+                # The C++ kernel writes the mean's gradient whole (each row times 1/count): under jax.grad no
+                # further pass over the logits' size follows it (_kernels.ce_integer_mean).
+                count = raw.size // raw.shape[axis] if keep is None else jnp.sum(keep, dtype=jnp.int32)
+                count = jnp.maximum(jnp.asarray(count, jnp.float32), 1)
+                scale = jnp.full(row_shape, 1, jnp.float32) if keep is None else keep.astype(jnp.float32)
+                return _kernels.ce_integer_mean(raw, k, scale / count, path)
         rows = _integer_rows(fn, raw, k, axis, None, label_smoothing, class_axis_name, implementation)
     else:
         z, axis = _logits(fn, "logits", raw, axis)
         y = _distribution_labels(fn, ("logits", "labels"), z, labels)
         if keep is not None:
             y = jnp.where(jnp.expand_dims(keep, axis), y, 0)
+        _checks.bound_axis_name(fn, "class_axis_name", class_axis_name, "the classes")
         rows = _mix(
             _smoothing(fn, label_smoothing, z.dtype),
             _cat.soft_ce(z, y, axis, class_axis_name),
@@ -494,4 +514,5 @@ def ce_with_logits(
         )
     if w is not None:
         w = w.astype(rows.dtype)
-    return reduce.ratio(*reduce.totals(rows, w, selected, axis_name))
+    _checks.bound_axis_name(fn, "axis_name", axis_name, "the rows")
+    return reduce.ratio(*reduce.totals(rows, w, selected, axis_name, exact=True))

@@ -287,3 +287,176 @@ def test_on_cpu_entropy_of_probabilities_calls_the_kernel():
     assert f'custom_call_target="jaxloss_entropy_{best}"' in hlo
     f = jax.value_and_grad(lambda q: jaxloss.entropy.__wrapped__(q).sum())
     assert f'custom_call_target="jaxloss_entropy_grad_{best}"' in jax.jit(f).lower(x).compile().as_text()
+
+
+# ------------------------------------------------------------------ cross-entropy with integer labels (CPU kernel)
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu" or jax.device_count() != 1,
+    reason="checks the program a one-device CPU machine compiles",
+)
+def test_on_cpu_cross_entropy_with_integer_labels_calls_the_kernel():
+    workload = "softmax_cross_entropy_with_integer_labels"
+    assert _kernels.WORKLOADS[workload] == ("xla", "cpu")
+    assert _kernels.choose(workload, None, (4, 256), jnp.bfloat16, 1) == "cpu"
+    assert _kernels.choose(workload, None, (4, 256), jnp.float32, 0) == "xla"  # the class axis must be the last
+    assert _kernels.choose(workload, None, (4, 256), jnp.float64, 1) == "xla"
+    assert _kernels.report()[workload]["chosen"] == "cpu"
+    assert f"{workload}: cpu" in jaxloss.info()
+    best = cpu.best()
+    x, k = jnp.ones((4, 256), F32), jnp.arange(4, dtype=jnp.int32)
+    # (__wrapped__: the function under the public jit, so the options are passed as the screen would pass them.)
+    fwd = jax.jit(lambda z: jaxloss.ce_with_logits.__wrapped__(z, k, label_smoothing=None)).lower(x).compile().as_text()
+    assert f'custom_call_target="jaxloss_ce_integer_{best}"' in fwd
+    f = jax.value_and_grad(lambda z: jaxloss.ce_with_logits.__wrapped__(z, k, label_smoothing=None))
+    # The mean's gradient is written by the kernel that scales each row (no pass over the logits after it).
+    assert f'custom_call_target="jaxloss_ce_integer_grad_scaled_{best}"' in jax.jit(f).lower(x).compile().as_text()
+
+
+@pytest.mark.parametrize("dtype", [F32, ml_dtypes.bfloat16, np.float16], ids=["float32", "bfloat16", "float16"])
+def test_cross_entropy_with_integer_labels_paths_agree(dtype):
+    """The C++ path against the XLA formulation through the public functions: values, gradients (reverse and
+    forward mode, under vmap), and Hessians (the XLA formulation's on both paths, to the bit)."""
+    rng = np.random.default_rng(3)
+    x = logits_for((9, 37), dtype, seed=3)
+    k = rng.integers(0, 37, size=9).astype(np.int32)
+    k[2] = 0  # a class at -inf: +inf
+    k[4] = 1  # the dominant class
+    k[7] = 5  # (a finite class: row 2 is the only infinite one, left out of the mean)
+    x, k = jnp.asarray(x), jnp.asarray(k)
+    tangent = jnp.asarray(rng.normal(size=x.shape)).astype(x.dtype)
+    keep = jnp.arange(9) != 2
+    out = {}
+    for how in ("xla", "cpu"):
+
+        def mean(z, how=how):
+            return jaxloss.ce_with_logits(z, k, where=keep, implementation=how)
+
+        def row_loss(z, c, how=how):
+            return jaxloss.softmax_cross_entropy_with_integer_labels(z, c, implementation=how)
+
+        def two_rows(z, how=how):
+            return jaxloss.ce_with_logits(z, k[:2], implementation=how)
+
+        rows = row_loss(x, k)
+        v, g = jax.value_and_grad(mean)(x)
+        # (Not a tangent of ones: sum(p - onehot) = 0 exactly, and both paths return rounding noise around it.)
+        _, t = jax.jvp(mean, (x,), (tangent,))
+        per_row = jax.vmap(jax.grad(row_loss))(x.astype(F32), k)
+        h = jax.hessian(two_rows)(x[:2].astype(F32))
+        out[how] = [np.asarray(a, np.float64) for a in (rows, v, g, t, per_row, h)]
+    assert np.isposinf(out["cpu"][0][2]) and np.isfinite(out["cpu"][1])
+    names = ("rows", "mean", "gradient", "jvp", "vmapped gradient", "hessian")
+    for name, a, b in zip(names, out["xla"], out["cpu"], strict=True):
+        scale = np.abs(np.where(np.isfinite(a), a, 0)).max()
+        np.testing.assert_allclose(b, a, rtol=8 * EPS, atol=8 * EPS * scale, err_msg=name)
+    np.testing.assert_array_equal(out["cpu"][5], out["xla"][5])
+
+
+# --- the weighted mean of cross-entropy with integer labels (_kernels.ce_integer_mean) ----------------------------
+
+# The 16-bit gradient of the mean is rounded once on the kernel path (from float32) and twice on the XLA path (the
+# row gradient, then its product with the weight, converted): they may differ by an ulp of the output.
+MEAN_GRAD_RTOL = {"float32": 8 * EPS, "bfloat16": 2.0**-7, "float16": 2.0**-10}
+MEAN_GRAD_ATOL = {"float32": 0.0, "bfloat16": 0.0, "float16": 2.0**-24}
+
+
+def mean_case(shape, dtype, seed):
+    """Logits, labels (one on a class at -inf: weighted 0) and weights: a mean over the rows left in."""
+    x = logits_for(shape, dtype, seed)
+    rows = shape[:-1]
+    k = np.random.default_rng(seed).integers(0, shape[-1], size=rows).astype(np.int32)
+    k = np.where(k % 7 == 0, k + 1, k).astype(np.int32)  # not on a class at -inf (logits_for: every 7th)
+    keep = np.ones(rows, bool)
+    flat_k, flat_keep = k.reshape(-1), keep.reshape(-1)
+    flat_k[0] = 0  # a class at -inf: an infinite loss, weighted 0
+    flat_keep[0] = False
+    flat_k[1] = 1  # the dominant class
+    scale = (keep / keep.sum()).astype(F32)
+    return jnp.asarray(x), jnp.asarray(k), jnp.asarray(scale)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the C++ kernels are not built")
+@pytest.mark.parametrize("shape", [(9, 37), (3, 4, 33), (2, 4099)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [F32, ml_dtypes.bfloat16, np.float16], ids=["float32", "bfloat16", "float16"])
+def test_cross_entropy_mean_paths_agree(dtype, shape):
+    """The kernel path of the weighted mean against the XLA path: the value within 4 ulp, the gradient (in the
+    logits' dtype) within the kernel tests' tolerance, the forward-mode derivative in the logits and the weights,
+    the gradient in the weights (the losses), and Hessians (the XLA formulation's on both paths)."""
+    x, k, scale = mean_case(shape, dtype, seed=5)
+    name = np.dtype(dtype).name
+    out = {}
+    for how in ("xla", "cpu"):
+
+        def mean(z, s, how=how):
+            return _kernels.ce_integer_mean(z, k, s, how)
+
+        v, (gz, gs) = jax.value_and_grad(mean, argnums=(0, 1))(x, scale)
+        assert v.dtype == F32 and gz.dtype == x.dtype and gs.dtype == F32
+        dx = jnp.asarray(np.random.default_rng(1).normal(size=shape), x.dtype)
+        ds = jnp.asarray(np.random.default_rng(2).normal(size=scale.shape), F32) * (scale != 0)
+        _, t = jax.jvp(mean, (x, scale), (dx, ds))
+        _, t_x = jax.jvp(lambda z, how=how: _kernels.ce_integer_mean(z, k, scale, how), (x,), (dx,))
+        out[how] = [np.asarray(a, np.float64) for a in (v, gz, gs, t, t_x)]
+    dx, ds = np.asarray(dx, np.float64), np.asarray(ds, np.float64)
+    assert np.isfinite(out["cpu"][0])
+    assert ulp.ulp_error(np.float32(out["cpu"][0]), out["xla"][0], F32) <= 4, name
+    np.testing.assert_allclose(
+        out["cpu"][1], out["xla"][1], rtol=MEAN_GRAD_RTOL[name], atol=MEAN_GRAD_ATOL[name], err_msg="gradient"
+    )
+    losses = out["xla"][2]  # the gradient in the weights: the rows' losses (0 for the row of weight 0)
+    assert losses.reshape(-1)[0] == 0 and (losses.reshape(-1)[1:] > 0).all()
+    np.testing.assert_allclose(out["cpu"][2], losses, rtol=8 * EPS, err_msg="weights' gradient")
+    # The forward-mode derivative sums the gradient (in the logits' dtype on the kernel path: it is the one the
+    # kernel writes) times the tangent: within the gradient's tolerance times the sum of the terms' magnitudes.
+    g_abs = np.abs(out["xla"][1])
+    terms = np.sum(g_abs * np.abs(dx))
+    bound_x = 2 * (MEAN_GRAD_RTOL[name] * terms + MEAN_GRAD_ATOL[name] * np.sum(np.abs(dx))) + 16 * EPS * terms
+    bound_s = 16 * EPS * np.sum(np.abs(losses * ds))
+    assert abs(out["cpu"][4] - out["xla"][4]) <= bound_x, ("jvp in the logits", out["cpu"][4], out["xla"][4])
+    assert abs(out["cpu"][3] - out["xla"][3]) <= bound_x + bound_s, ("jvp", out["cpu"][3], out["xla"][3])
+    # Rows of weight 0 get a zero gradient (row 0's loss is infinite).
+    np.testing.assert_array_equal(out["cpu"][1].reshape(-1, shape[-1])[0], 0.0)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the C++ kernels are not built")
+@pytest.mark.parametrize("dtype", [F32, ml_dtypes.bfloat16], ids=["float32", "bfloat16"])
+def test_cross_entropy_mean_hessian_is_the_xla_paths(dtype):
+    x, k, scale = mean_case((3, 6), dtype, seed=8)
+    hs = {
+        how: np.asarray(jax.hessian(lambda z, how=how: _kernels.ce_integer_mean(z, k, scale, how))(x))
+        for how in ("xla", "cpu")
+    }
+    np.testing.assert_array_equal(hs["cpu"], hs["xla"])
+    assert np.isfinite(hs["cpu"]).all() and np.abs(hs["cpu"]).max() > 0
+    # mixed second derivatives, logits and weights
+    hz = {
+        how: np.asarray(jax.jacfwd(jax.grad(lambda z, s, how=how: _kernels.ce_integer_mean(z, k, s, how)), 1)(x, scale))
+        for how in ("xla", "cpu")
+    }
+    np.testing.assert_allclose(hz["cpu"], hz["xla"], rtol=8 * EPS, atol=8 * EPS * np.abs(hz["xla"]).max())
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu" or jax.device_count() != 1 or not cpu.available(),
+    reason="checks the program a one-device CPU machine compiles",
+)
+@pytest.mark.parametrize("dtype", [F32, ml_dtypes.bfloat16], ids=["float32", "bfloat16"])
+def test_cross_entropy_mean_gradient_is_written_by_the_kernel(dtype):
+    """Under jax.value_and_grad the gradient the program returns is the scaled handler's output itself: no pass of
+    the logits' size (a multiply by the cotangent, a convert) follows the custom call."""
+    x = jnp.ones((64, 256), dtype)
+    k = jnp.arange(64, dtype=jnp.int32)
+    where = jnp.arange(64) % 3 != 0
+    scale = where / where.sum()
+    f = jax.value_and_grad(lambda z: _kernels.ce_integer_mean(z, k, scale, "cpu"))
+    hlo = jax.jit(f).lower(x).compile().as_text()
+    assert f'custom_call_target="jaxloss_ce_integer_grad_scaled_{cpu.best()}"' in hlo
+    full = f"{np.dtype(dtype).name.replace('float', 'f')}[64,256]"  # f32[64,256], bf16[64,256]
+    entry = hlo[hlo.index("ENTRY") :]
+    for line in entry.splitlines():
+        if "=" not in line or full not in line.split("=", 1)[1].split("(", 1)[0]:
+            continue
+        op = line.split("=", 1)[1].split("(", 1)[0].split()[-1]
+        assert op in ("parameter", "custom-call", "get-tuple-element", "tuple"), line

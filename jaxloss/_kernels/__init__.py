@@ -28,9 +28,10 @@ available for the input. The choice is static: it is part of the jitted function
 switching paths needs no ``jax.clear_caches()``.
 
 All paths return the same value and gradient. One ``custom_jvp`` per workload (:func:`entropy_logits`,
-:func:`entropy_probs`) uses the chosen path's (value, gradient); where that (value, gradient) is differentiated
-again (second derivatives) the XLA formulation is differentiated, values included, so that Hessians are the XLA
-path's to the bit on every path.
+:func:`entropy_probs`, :func:`ce_integer`'s native path, and :func:`ce_integer_mean`'s, at the level of the
+weighted mean: the kernel writes the mean's gradient whole) uses the chosen path's (value, gradient); where that
+(value, gradient) is differentiated again (second derivatives) the XLA formulation is differentiated, values
+included, so that Hessians are the XLA path's to the bit on every path.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ IMPLEMENTATIONS = ("xla", "cpu", "pallas")
 WORKLOADS = {
     "entropy_from_logits": ("xla", "cpu", "pallas"),
     "entropy": ("xla", "cpu"),
-    "softmax_cross_entropy_with_integer_labels": ("xla",),
+    "softmax_cross_entropy_with_integer_labels": ("xla", "cpu"),
 }
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16), np.dtype(np.float16))
 ENV = "JAXLOSS_IMPLEMENTATION"
@@ -293,8 +294,156 @@ def _entropy_probs_jvp(axis, implementation, primals, tangents):
 # --------------------------------------------------------------------------- cross-entropy with integer labels
 
 
+CE_KERNEL = "softmax_cross_entropy_with_integer_labels"
+
+
+def _ce_xla_value(z, labels, axis):
+    return jnp.squeeze(categorical.integer_value(z.astype(rows.widened(z.dtype)), labels, axis, None), axis)
+
+
+def _ce_xla_value_and_grad(z, labels, axis):
+    value, grad = categorical.integer_value_and_grad(z.astype(rows.widened(z.dtype)), labels, axis, None)
+    return jnp.squeeze(value, axis), grad
+
+
 def ce_integer(logits, labels, axis: int, axis_name, implementation: str):
     """Cross-entropy of softmax(logits) against class indices over ``axis`` (dropped), on the path
     ``implementation`` (from :func:`choose`; "xla" wherever ``axis_name`` splits the class axis). 16-bit logits
-    are widened to float32; the result is float32 for 16- and 32-bit logits."""
-    return categorical.integer_ce(logits.astype(rows.widened(logits.dtype)), labels, axis, axis_name)
+    are widened to float32 (inside the CPU kernel when it is used, where they are read); the result is float32
+    for 16- and 32-bit logits."""
+    if implementation == "xla" or axis_name is not None:
+        return categorical.integer_ce(logits.astype(rows.widened(logits.dtype)), labels, axis, axis_name)
+    return _ce_integer_native(logits, labels, axis, axis_name, implementation)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _ce_integer_native(logits, labels, axis: int, axis_name, implementation: str):
+    """The loss from the CPU kernel's value handler (the XLA formulation where not lowered for CPU). The labels
+    are integers: they have no tangent."""
+    del axis_name  # None on this path
+    kernel = functools.partial(cpu.value, CE_KERNEL)
+    return jax.lax.platform_dependent(logits, labels, cpu=kernel, default=lambda z, k: _ce_xla_value(z, k, axis))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _ce_native_value_and_grad(logits, labels, axis: int, implementation: str):
+    """(L, dL/dlogits) from the CPU kernel's value-and-gradient handler, in one sweep per row."""
+    kernel = functools.partial(cpu.value_and_grad, CE_KERNEL)
+    return jax.lax.platform_dependent(
+        logits, labels, cpu=kernel, default=lambda z, k: _ce_xla_value_and_grad(z, k, axis)
+    )
+
+
+@_ce_native_value_and_grad.defjvp
+def _ce_native_value_and_grad_jvp(axis, implementation, primals, tangents):
+    # Second derivatives: the XLA formulation's, values included (as _differentiated_as).
+    (z, labels), (dz, _) = primals, tangents
+    dtype = rows.widened(z.dtype)
+    return jax.jvp(lambda v: _ce_xla_value_and_grad(v, labels, axis), (z.astype(dtype),), (dz.astype(dtype),))
+
+
+@_ce_integer_native.defjvp
+def _ce_integer_native_jvp(axis, axis_name, implementation, primals, tangents):
+    (z, labels), (dz, _) = primals, tangents
+    value, grad = _ce_native_value_and_grad(z, labels, axis, implementation)
+    return value, jnp.sum(grad * dz.astype(grad.dtype), axis=axis)
+
+
+# --------------------------------------------------------------------------- the weighted mean of cross-entropy
+
+
+def _is_symbolic_zero(tangent) -> bool:
+    return type(tangent) is jax.custom_derivatives.SymbolicZero
+
+
+def _weighted_sum(scale, losses, factor=None):
+    """sum_r scale_r L_r (factor_r L_r if given: a tangent), a row of weight 0 adding 0 whatever its loss."""
+    out = scale == 0
+    # (both selects: the derivative in a weight of 0 is then 0, never 0 * inf)
+    return jnp.sum(jnp.where(out, 0, (scale if factor is None else factor) * jnp.where(out, 0, losses)))
+
+
+def _ce_mean_xla_value_and_grad(z, labels, scale):
+    """(L per row, scale_r dL_r/dz in z's dtype) from the XLA formulation (16-bit z widened to float32 first); both
+    0 in the rows of weight 0, as the kernel writes them."""
+    value, grad = categorical.integer_value_and_grad(z.astype(rows.widened(z.dtype)), labels, z.ndim - 1, None)
+    out = scale == 0
+    value = jnp.where(out, 0, jnp.squeeze(value, -1))
+    return value, jnp.where(out[..., None], 0, scale[..., None] * grad).astype(z.dtype)
+
+
+@jax.custom_jvp
+def _ce_mean_native_value_and_grad(logits, labels, scale):
+    """(L per row, scale_r dL_r/dlogits in the logits' dtype) from the CPU kernel's scaled handler, in one sweep per
+    row (the XLA formulation where not lowered for CPU). Differentiated (second derivatives) as the XLA
+    formulation, values included, as :func:`_differentiated_as`."""
+    kernel = functools.partial(cpu.value_and_scaled_grad, CE_KERNEL)
+    return jax.lax.platform_dependent(logits, labels, scale, cpu=kernel, default=_ce_mean_xla_value_and_grad)
+
+
+@_ce_mean_native_value_and_grad.defjvp
+def _ce_mean_native_value_and_grad_jvp(primals, tangents):
+    (z, labels, scale), (dz, _, dscale) = primals, tangents
+    dtype = rows.widened(z.dtype)
+
+    def xla(v, s):
+        value, grad = _ce_mean_xla_value_and_grad(v, labels, s)
+        return value, grad.astype(z.dtype)
+
+    (value, grad), (dvalue, dgrad) = jax.jvp(xla, (z.astype(dtype), scale), (dz.astype(dtype), dscale))
+    return (value, grad.astype(z.dtype)), (dvalue, dgrad.astype(z.dtype))
+
+
+def _ce_mean_xla(z, labels, scale):
+    return _weighted_sum(scale, categorical.integer_ce(z.astype(rows.widened(z.dtype)), labels, z.ndim - 1, None))
+
+
+@jax.custom_jvp
+def _ce_mean_cpu(logits, labels, scale):
+    kernel = lambda z, k, s: _weighted_sum(s, cpu.value(CE_KERNEL, z, k))  # noqa: E731
+    return jax.lax.platform_dependent(logits, labels, scale, cpu=kernel, default=_ce_mean_xla)
+
+
+def _ce_mean_cpu_jvp(primals, tangents):
+    (z, labels, scale), (dz, _, dscale) = primals, tangents
+    losses, scaled_grad = _ce_mean_native_value_and_grad(z, labels, scale)
+    out = _weighted_sum(scale, losses)
+    tangent = jnp.zeros((), out.dtype)
+    if not _is_symbolic_zero(dz):
+        # (float32 products: a 16-bit sum of the tangent would lose digits; in reverse mode the transpose is
+        # ct * G, the converts cancelling where ct is the constant 1 of jax.grad.)
+        tangent = tangent + jnp.sum(scaled_grad.astype(out.dtype) * dz.astype(out.dtype))
+    if not _is_symbolic_zero(dscale):
+        tangent = tangent + _weighted_sum(scale, losses, dscale)
+    return out, tangent
+
+
+_ce_mean_cpu.defjvp(_ce_mean_cpu_jvp, symbolic_zeros=True)
+
+
+def ce_integer_mean(logits, labels, scale, implementation: str):
+    """``sum_r scale_r L_r``, L_r the cross-entropy of softmax(logits) against the class index ``labels`` of row r,
+    the classes on the last axis, on the path ``implementation`` ("cpu" or "xla", from :func:`choose`): a mean
+    when ``scale`` (float32, the rows' shape ``logits.shape[:-1]``, or broadcasting to it) is ``where_r / count``.
+    A float32 scalar for 16- and 32-bit logits.
+
+    On the "cpu" path the derivative is one kernel call that writes the gradient of the sum whole, each row times
+    its weight, in the logits' dtype (16-bit logits: computed in float32, rounded once): under ``jax.grad`` the
+    cotangent is the constant 1 and XLA leaves that gradient as the kernel wrote it (no further pass over the
+    logits' size). Forward mode sums that same gradient times the tangent (in float32; for 16-bit logits the
+    gradient's own rounding to 16 bits stays in it). ``scale`` may be differentiated (tangent
+    ``sum_r L_r dscale_r`` over the rows of nonzero weight). Second derivatives are the XLA formulation's, as every
+    native path's.
+
+    Rows of weight exactly 0 are left out (on both paths: the derivative in their weight is 0 too). They add 0 to
+    the value and get a zero gradient row on the kernel path whatever their logits and labels (the kernel does not
+    read them: NaN, inf, a label out of range). The XLA path gives them a value of 0 too, but their gradient rows are
+    0 only where their loss has a finite gradient (a label out of range gives NaN there): callers replace the logits
+    of such rows by 0 and their labels by 0, as the mean of ``jaxloss.ce_with_logits`` does, and then both paths
+    agree.
+    """
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), logits.shape[:-1])
+    if implementation == "xla":
+        return _ce_mean_xla(logits, labels, scale)
+    return _ce_mean_cpu(logits, labels, scale)

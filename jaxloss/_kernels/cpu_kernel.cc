@@ -1,4 +1,5 @@
-// The CPU row kernels behind jaxloss.entropy_from_logits and jaxloss.entropy: XLA FFI custom calls (see
+// The CPU row kernels behind jaxloss.entropy_from_logits, jaxloss.entropy and
+// jaxloss.softmax_cross_entropy_with_integer_labels: XLA FFI custom calls (see
 // jaxloss/_kernels/cpu.py).
 //
 // Built with the package (setup.py), once per instruction-set variant: this file is compiled with
@@ -6,7 +7,7 @@
 // -march=x86-64-v3, AVX2 + FMA; v4: -march=x86-64-v4, AVX-512) and every object is linked into the extension
 // module jaxloss._kernels._cpu (cpu_module.cc), which picks a variant at run time from what the CPU supports.
 // Everything here lives in the namespace jaxloss_cpu_<variant>, so the objects do not collide; each exports
-// one function, jaxloss_cpu_<variant>::Handlers(), the table of its four FFI handlers.
+// one function, jaxloss_cpu_<variant>::Handlers(), the table of its seven FFI handlers.
 //
 // entropy_from_logits, for each row l of the last axis: H = log1p(s1) + t / (1 + s1), with m = max(l), d = l - m,
 // e = exp(d), s1 = sum over the non-top classes of e + (number of top classes - 1), t = sum(e * (-d)); and, in the
@@ -22,6 +23,7 @@
 // subnormal numbers drops them (the flush bound of the accuracy contract, tests/ulp.py).
 //
 // entropy (of probabilities): below, at ProbabilityRow.
+// Cross-entropy with integer labels (softmax_cross_entropy_with_integer_labels): below, at CrossEntropyRow.
 //
 // Each row is read from memory twice at most (maximum, then sums; the row stays in cache between the passes) and
 // the gradient is written once. Rows are shared out among XLA's intra-op threads.
@@ -33,7 +35,12 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #ifdef __AVX2__
 #include <immintrin.h>
@@ -94,15 +101,26 @@ JAXLOSS_INLINE float Widen(F16 v) {
   return f;
 }
 
-// Eight lanes at a time, written with GCC/Clang vector extensions so that the loops are vectorised whatever the
-// compiler's cost model thinks (AVX2 in the v3 and v4 variants, two SSE2 halves at baseline).
+// Eight lanes at a time (sixteen with AVX-512: the v4 variant), written with GCC/Clang vector extensions so that
+// the loops are vectorised whatever the compiler's cost model thinks (AVX-512 in the v4 variant, AVX2 in v3, two
+// SSE2 halves at baseline). The names below say "8" for one vector of kLanes floats.
+#ifdef __AVX512F__
+typedef float VF __attribute__((vector_size(64)));
+typedef int32_t VI __attribute__((vector_size(64)));
+typedef uint32_t VU __attribute__((vector_size(64)));
+typedef uint16_t VH __attribute__((vector_size(32)));
+typedef double VD __attribute__((vector_size(64)));
+typedef float VF8 __attribute__((vector_size(32)));
+constexpr int kLanes = 16;
+#else
 typedef float VF __attribute__((vector_size(32)));
 typedef int32_t VI __attribute__((vector_size(32)));
 typedef uint32_t VU __attribute__((vector_size(32)));
 typedef uint16_t VH __attribute__((vector_size(16)));
 typedef double VD __attribute__((vector_size(32)));
-typedef float VF4 __attribute__((vector_size(16)));
 constexpr int kLanes = 8;
+#endif
+typedef float VF4 __attribute__((vector_size(16)));
 
 JAXLOSS_INLINE VF Splat(float v) { return VF{} + v; }
 JAXLOSS_INLINE VF Pick(VI mask, VF a, VF b) { return (VF)((mask & (VI)a) | (~mask & (VI)b)); }
@@ -165,7 +183,11 @@ JAXLOSS_INLINE VF Widen8(float const* x) {
 }
 
 JAXLOSS_INLINE VF Widen8(Bf16 const* x) {
-#ifdef __AVX2__
+#if defined(__AVX512F__)
+  // (The zero-masked forms: GCC 12 warns about the unmasked ones' undefined pass-through operand.)
+  VU u = (VU)_mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+  return (VF)(u << 16);
+#elif defined(__AVX2__)
   // One widening load and a shift (GCC splits the generic form below into two halves).
   __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
   return (VF)_mm256_slli_epi32(u, 16);
@@ -177,8 +199,10 @@ JAXLOSS_INLINE VF Widen8(Bf16 const* x) {
 }
 
 JAXLOSS_INLINE VF Widen8(F16 const* x) {
-  // Widen(F16), eight lanes at a time.
-#ifdef __AVX2__
+  // Widen(F16), a vector at a time.
+#if defined(__AVX512F__)
+  VU u = (VU)_mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+#elif defined(__AVX2__)
   VU u = (VU)_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
 #else
   VH h;
@@ -194,7 +218,7 @@ JAXLOSS_INLINE VF Widen8(F16 const* x) {
   return (VF)((VU)out | ((u & 0x8000u) << 16));
 }
 
-// Eight entries from x[0..n), n <= 8, widened to float; missing lanes are `pad` (by default -inf: classes that
+// kLanes entries from x[0..n), n <= kLanes, widened to float; missing lanes are `pad` (by default -inf: classes that
 // are out).
 template <typename T>
 JAXLOSS_INLINE VF Load(const T* x, int64_t n, float pad = -INFINITY) {
@@ -241,12 +265,22 @@ JAXLOSS_INLINE Shifted Shift(VF l, VF neg_m) {
   return {e, hc + lo, Equal(hi, Splat(0.0f))};
 }
 
-// The eight lanes of v added pairwise into four doubles.
+// The lanes of v added pairwise into half as many doubles, and the total of such a vector of doubles.
+#ifdef __AVX512F__
+JAXLOSS_INLINE VD Widen(VF v) {
+  VF8 a = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+  VF8 b = {v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]};
+  return __builtin_convertvector(a, VD) + __builtin_convertvector(b, VD);
+}
+JAXLOSS_INLINE double Total(VD a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+#else
 JAXLOSS_INLINE VD Widen(VF v) {
   VF4 a = {v[0], v[1], v[2], v[3]};
   VF4 b = {v[4], v[5], v[6], v[7]};
   return __builtin_convertvector(a, VD) + __builtin_convertvector(b, VD);
 }
+JAXLOSS_INLINE double Total(VD a) { return (a[0] + a[1]) + (a[2] + a[3]); }
+#endif
 
 template <typename T>
 struct RowKernel {
@@ -320,8 +354,8 @@ struct RowKernel {
       s_acc += Widen(sb);
       t_acc += Widen(tb);
     }
-    const double s = (s_acc[0] + s_acc[1]) + (s_acc[2] + s_acc[3]);
-    const double t = (t_acc[0] + t_acc[1]) + (t_acc[2] + t_acc[3]);
+    const double s = Total(s_acc);
+    const double t = Total(t_acc);
     double top = 0.0;
     for (int k = 0; k < kLanes; ++k) top += count[k];
     const double s1 = s + (top - 1.0);
@@ -345,6 +379,300 @@ struct RowKernel {
       }
     }
     return static_cast<float>(std::log1p(s1) + tz);
+  }
+};
+
+// The scaled value-and-gradient handler writes the gradient in the logits' dtype: float32 results narrowed, round
+// to nearest even with NaN kept (quiet), as XLA's convert. Put: one entry; Store8: one vector of kLanes entries.
+JAXLOSS_INLINE void Put(float* g, int64_t i, float v) { g[i] = v; }
+
+JAXLOSS_INLINE uint16_t NarrowBf16(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((b >> 16) | 0x40u);
+  return static_cast<uint16_t>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+// binary32 -> binary16, round to nearest even, subnormal results included, inf kept, NaN -> quiet NaN (the
+// algorithm of Maratyszcza's FP16 library, fp16_ieee_from_fp32_value): the rounding is done by a float32 addition
+// whose operands are normal numbers (so XLA's flush-to-zero mode leaves it alone), every other step on the bits.
+JAXLOSS_INLINE uint16_t NarrowF16(float f) {
+  float base = (std::fabs(f) * 0x1p112f) * 0x1p-110f;
+  uint32_t w;
+  std::memcpy(&w, &f, 4);
+  const uint32_t shl1 = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  uint32_t bias = shl1 & 0xff000000u;
+  if (bias < 0x71000000u) bias = 0x71000000u;
+  const uint32_t add_bits = (bias >> 1) + 0x07800000u;
+  float add;
+  std::memcpy(&add, &add_bits, 4);
+  base = add + base;
+  uint32_t b;
+  std::memcpy(&b, &base, 4);
+  const uint32_t nonsign = ((b >> 13) & 0x7c00u) + (b & 0x0fffu);
+  return static_cast<uint16_t>((sign >> 16) | (shl1 > 0xff000000u ? 0x7e00u : nonsign));
+}
+
+JAXLOSS_INLINE void Put(Bf16* g, int64_t i, float v) { g[i].bits = NarrowBf16(v); }
+JAXLOSS_INLINE void Put(F16* g, int64_t i, float v) { g[i].bits = NarrowF16(v); }
+
+JAXLOSS_INLINE VU PickU(VI mask, VU a, VU b) { return (VU)((mask & (VI)a) | (~mask & (VI)b)); }
+
+JAXLOSS_INLINE void Store8(float* g, VF v) { std::memcpy(g, &v, sizeof v); }
+
+// (No NaN handling: v holds no NaN but arithmetic ones, the default NaN, whose low 16 bits are 0 -- the rounding
+// leaves it a quiet NaN. The caller keeps other NaNs (a NaN weight's payload) on the scalar path, NarrowBf16.)
+JAXLOSS_INLINE void Store8(Bf16* g, VF v) {
+  VU b = (VU)v;
+  VU r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+  VH h = __builtin_convertvector(r, VH);
+  std::memcpy(g, &h, sizeof h);
+}
+
+JAXLOSS_INLINE void Store8(F16* g, VF v) {
+  // NarrowF16, a vector at a time.
+  VU w = (VU)v;
+  VF base = (VF)(w & 0x7fffffffu) * 0x1p112f * 0x1p-110f;
+  VU shl1 = w + w;
+  VU sign = w & 0x80000000u;
+  VU bias = shl1 & 0xff000000u;
+  bias = PickU(ULess(bias, 0x71000000u), (VU){} + 0x71000000u, bias);
+  base = (VF)((bias >> 1) + 0x07800000u) + base;
+  VU b = (VU)base;
+  VU nonsign = ((b >> 13) & 0x7c00u) + (b & 0x0fffu);
+  VU r = (sign >> 16) | PickU(UGreaterEqual(shl1, 0xff000001u), (VU){} + 0x7e00u, nonsign);
+  VH h = __builtin_convertvector(r, VH);
+  std::memcpy(g, &h, sizeof h);
+}
+
+template <typename Out>
+JAXLOSS_INLINE void Fill(Out* g, int64_t n, float v) {
+  for (int64_t i = 0; i < n; ++i) Put(g, i, v);
+}
+
+// Horizontal reductions of one vector as pairwise trees (depth log2(kLanes)), not a lane-by-lane chain: at 256
+// classes a row is 16 vectors, and three serial 16-step chains a row measured as a large part of its time.
+JAXLOSS_INLINE float HMax(VF v) {
+  float t[kLanes];
+  std::memcpy(t, &v, sizeof v);
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int k = 0; k < w; ++k) t[k] = std::max(t[k], t[k + w]);
+  }
+  return t[0];
+}
+
+JAXLOSS_INLINE int32_t HOr(VI v) {
+  int32_t t[kLanes];
+  std::memcpy(t, &v, sizeof v);
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int k = 0; k < w; ++k) t[k] |= t[k + w];
+  }
+  return t[0];
+}
+
+JAXLOSS_INLINE int32_t HSum(VI v) {
+  int32_t t[kLanes];
+  std::memcpy(t, &v, sizeof v);
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int k = 0; k < w; ++k) t[k] += t[k + w];
+  }
+  return t[0];
+}
+
+// log1p(s) for s >= 0 to about 2^-47 relative (the loss is rounded to float32 once, after): log(1 + s) where
+// s >= 2^-5 (1 + s rounded in double: an error of 2^-53 against log1p(s) > 0.03), else its Taylor series to s^8
+// (the remainder below s^9/9 < 2^-40 s). glibc's log is about 2.5 times as fast as its log1p, which measured 15 %
+// of a 4096 x 256 cross-entropy.
+JAXLOSS_INLINE double Log1p(double s) {
+  if (s >= 0x1p-5) return std::log(1.0 + s);
+  double p = -1.0 / 8;
+  p = p * s + 1.0 / 7;
+  p = p * s - 1.0 / 6;
+  p = p * s + 1.0 / 5;
+  p = p * s - 1.0 / 4;
+  p = p * s + 1.0 / 3;
+  p = p * s - 1.0 / 2;
+  return (p * s) * s + s;
+}
+
+// Shift for the cross-entropy rows, which need e and the top classes only (not d): the same e bit for bit in
+// every class kept (d above kFloor), without Shift's clamp of hi and its masking of lo, which only keep the
+// classes below kFloor (and at -inf) finite on their way to e = 0: here whatever those lanes compute (inf, NaN,
+// garbage exponent bits) is masked to 0 at the end, as in Shift. Two vector operations fewer of about 25.
+struct ShiftedE {
+  VF e;
+  VF hi;  // d rounded: 0 exactly at the top classes
+};
+
+JAXLOSS_INLINE ShiftedE ShiftE(VF l, VF neg_m) {
+  VF hi = l + neg_m;
+  VF bb = hi - l;
+  VF lo = (l - (hi - bb)) + (neg_m - bb);
+  VI keep = Greater(hi, Splat(kFloor));
+  VF kd = hi * 1.44269504088896341f + 0x1.8p23f;
+  VI ki = (VI)kd;
+  kd -= 0x1.8p23f;
+  VF r = (hi - kd * 0x1.62e400p-1f) - kd * 0x1.7f7d1cp-20f;
+  r += lo;
+  VF p = r * 0.0013941213255748153f + 0.008375209756195545f;
+  p = p * r + 0.04166635125875473f;
+  p = p * r + 0.16666413843631744f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  VF scale = (VF)((ki << 23) + 0x3f800000);
+  return {(VF)((VI)(p * scale) & keep), hi};
+}
+
+// s1's accumulation of one vector: e added to the lane sums sb except at the top classes, which are counted.
+// With AVX-512 a masked add, and the count from the comparison's mask register (scalar popcount): two vector
+// operations, not five.
+struct TopSplit {
+  VF sb = {};
+#ifdef __AVX512F__
+  int64_t ntop = 0;
+  JAXLOSS_INLINE void Add(ShiftedE q) {
+    const __mmask16 t = _mm512_cmpeq_ps_mask((__m512)q.hi, _mm512_setzero_ps());
+    sb = (VF)_mm512_mask_add_ps((__m512)sb, static_cast<__mmask16>(~t), (__m512)sb, (__m512)q.e);
+    ntop += __builtin_popcount(static_cast<unsigned>(t));
+  }
+  JAXLOSS_INLINE int64_t Top() const { return ntop; }
+#else
+  VI count = {};
+  JAXLOSS_INLINE void Add(ShiftedE q) {
+    const VI top = Equal(q.hi, Splat(0.0f));
+    sb += (VF)(~top & (VI)q.e);
+    count -= top;
+  }
+  JAXLOSS_INLINE int64_t Top() const { return HSum(count); }
+#endif
+};
+
+// Cross-entropy of softmax(l) against a class index k, for each row l of the last axis (jaxloss.
+// softmax_cross_entropy_with_integer_labels; the XLA formulation is jaxloss._kernels.categorical.
+// integer_value_and_grad): L = log1p(s1) + u_k, with m = max(l), d = l - m as hi + lo (TwoSum), e = exp(d),
+// s1 = sum over the non-top classes of e + (number of top classes - 1) and u_k = -d_k = m - l_k; and, in the
+// value-and-gradient handler, dL/dl_i = p_i = e_i / z (i != k), z = 1 + s1, and at the label p_k - 1, written
+// -s1 / z where k is a top class (d_k = 0) so that a confident row keeps its digits. The same sweeps as RowKernel
+// (the maximum, then the sums, with e written into the gradient row, then that row scaled by 1/z); the sums in
+// float32 lanes, 4 terms a lane, the blocks in double; L formed in double (log1p(s1) + (m - l_k), the latter exact
+// to double rounding) and rounded once; the gradient in float32 (p_i = e_i * (1/z)), the label's entry in double.
+//
+// The scaled handler (the gradient of a weighted mean sum_r c_r L_r) writes c dL/dl instead, in the logits' dtype:
+// p_i c = e_i * f32(c / z) (one rounding more than p_i's own only where the output is 16-bit: the narrowing), the
+// label's entry c (p_k - 1) in double, rounded once (to float32, then to the output dtype). With c = 1 every
+// entry is the unscaled handler's to the bit.
+//
+// Limits, as the XLA path: a label outside [0, n) gives NaN (value and whole gradient row); a row with a NaN gives
+// NaN (value and whole gradient row); a row with every class at -inf gives 0 (value and gradient); the classes at
+// +inf are the top classes and share all the probability, every other class is out; a label on a class that is
+// out gives +inf (gradient p - onehot, finite). Classes with d < -87 get e = 0, as in RowKernel. (A row whose
+// weight c is 0 is not read by the scaled handler at all: value 0, gradient 0; see CeScaled.)
+template <typename T>
+struct CrossEntropyRow {
+  // Returns L; when kGrad, writes scale * dL/dl into g (n entries of Out: float32, or the logits' 16-bit type).
+  // e_row: n floats holding e between the passes where Out is not float (where it is, g itself holds them).
+  template <bool kGrad, typename Out = float>
+  static float Run(const T* x, int64_t n, int32_t label, Out* g, float* e_row = nullptr, float scale = 1.0f) {
+    float* eb = nullptr;
+    if constexpr (kGrad) {
+      if constexpr (std::is_same_v<Out, float>) {
+        eb = g;
+      } else {
+        eb = e_row;
+      }
+    }
+    if (label < 0 || label >= n) {
+      if (kGrad) Fill(g, n, NAN);
+      return NAN;
+    }
+    // Pass 1: the maximum, and whether the row holds a NaN (as RowKernel).
+    VF vm = Splat(-INFINITY), vm2 = vm;
+    VI bad = {}, bad2 = {};
+    int64_t i0 = 0;
+    for (; i0 + 2 * kLanes <= n; i0 += 2 * kLanes) {
+      VF v = Widen8(x + i0), w = Widen8(x + i0 + kLanes);
+      bad |= NotEqual(v, v);
+      bad2 |= NotEqual(w, w);
+      vm = Max(v, vm);
+      vm2 = Max(w, vm2);
+    }
+    for (; i0 < n; i0 += kLanes) {
+      VF v = Load(x + i0, std::min<int64_t>(kLanes, n - i0));
+      bad |= NotEqual(v, v);
+      vm = Max(v, vm);
+    }
+    bad |= bad2;
+    vm = Max(vm2, vm);
+    const float m = HMax(vm);
+    if (HOr(bad)) {
+      if (kGrad) Fill(g, n, NAN);
+      return NAN;
+    }
+    if (m == -INFINITY) {  // every class out
+      if (kGrad) Fill(g, n, 0.0f);
+      return 0.0f;
+    }
+    const float xk = Widen(x[label]);
+    const double c = scale;
+    if (m == INFINITY) {  // the classes at +inf are the top classes; every other class is out
+      int64_t k = 0;
+      for (int64_t i = 0; i < n; ++i) k += Widen(x[i]) == INFINITY;
+      const double z = static_cast<double>(k);
+      if (kGrad) {
+        const float p = static_cast<float>(c / z);
+        for (int64_t i = 0; i < n; ++i) Put(g, i, Widen(x[i]) == INFINITY ? p : 0.0f);
+        Put(g, label, static_cast<float>(xk == INFINITY ? c * (-(z - 1.0) / z) : -c));
+      }
+      return xk == INFINITY ? static_cast<float>(std::log(z)) : INFINITY;
+    }
+    // Pass 2: s1 (as RowKernel's), e written into eb.
+    const VF neg_m = Splat(-m);
+    VD s_acc = {};
+    TopSplit acc;
+    constexpr int64_t kBlock = 4 * kLanes;
+    int64_t i = 0;
+    while (i < n) {
+      acc.sb = VF{};
+      const int64_t end = std::min(n, i + kBlock);
+      for (; i + kLanes <= end; i += kLanes) {
+        ShiftedE q = ShiftE(Widen8(x + i), neg_m);
+        acc.Add(q);
+        if constexpr (kGrad) std::memcpy(eb + i, &q.e, sizeof q.e);
+      }
+      if (i < end) {
+        ShiftedE q = ShiftE(Load(x + i, end - i), neg_m);
+        acc.Add(q);
+        if constexpr (kGrad) {
+          for (int64_t k = 0; i + k < end; ++k) eb[i + k] = q.e[k];
+        }
+        i = end;
+      }
+      s_acc += Widen(acc.sb);
+    }
+    const double s = Total(s_acc);
+    const double top = static_cast<double>(acc.Top());
+    const double s1 = s + (top - 1.0);
+    const double z = 1.0 + s1;
+    if constexpr (kGrad) {
+      // Pass 3 (over eb, in cache): scale * p = e * (scale/z), written to g; then the label's entry.
+      const double ek = eb[label];
+      const VF iz = Splat(static_cast<float>(c / z));
+      int64_t j = 0;
+      if (std::is_same_v<Out, float> || !std::isnan(iz[0])) {  // (a NaN weight: Put keeps its NaN, see Store8)
+        for (; j + kLanes <= n; j += kLanes) {
+          VF e;
+          std::memcpy(&e, eb + j, sizeof e);
+          Store8(g + j, e * iz);
+        }
+      }
+      for (; j < n; ++j) Put(g, j, eb[j] * iz[0]);
+      Put(g, label, static_cast<float>(xk == m ? c * -(s1 / z) : c * (ek / z - 1.0)));
+    }
+    // u_k = m - l_k: exact in double unless the two are 2^29 apart in magnitude (then within 2^-53 of it); +inf
+    // for a label on a class at -inf.
+    return static_cast<float>(Log1p(s1) + (static_cast<double>(m) - static_cast<double>(xk)));
   }
 };
 
@@ -438,7 +766,7 @@ struct ProbabilityRow {
     for (; i + kLanes <= n; i += kLanes) step(i, Widen8(x + i), kLanes);
     if (i < n) step(i, Load(x + i, n - i, 0.0f), n - i);
     acc += Widen(tb);
-    return static_cast<float>((acc[0] + acc[1]) + (acc[2] + acc[3]));
+    return static_cast<float>(Total(acc));
   }
 };
 
@@ -509,6 +837,131 @@ ffi::Error ValueGradImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi
   }
 }
 
+// The gradient is written to a buffer XLA has just allocated: above glibc's mmap threshold (32 MiB at most) fresh
+// pages on every call, each 4 KiB page a fault on first touch (8192 for 256 x 32768 float32: about half the time of
+// the whole value-and-gradient call on the 2-core machine of benchmarks/NOTES.md). Where transparent huge pages
+// are enabled on request (Linux, "madvise", a common default), asking for them on the whole 2 MiB pages inside the
+// buffer makes that 16 faults. Advice only: nothing changes where it is not taken (other systems, THP off), and it
+// ends with the mapping when XLA frees the buffer. Buffers below 8 MiB are left alone.
+void AdviseHugePages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // failure: no matter
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+// Cross-entropy with integer labels: logits [..., n] and labels int32 [...] (one per row); `CeValue` writes the
+// float32 loss per row, `CeValueGrad` also its gradient (float32, shaped like the logits).
+template <typename T, bool kGrad>
+ffi::Error Ce(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::S32> labels, float* hs, float* gs,
+              int64_t rows) {
+  auto dims = x.dimensions();
+  const int64_t cols = dims.size() == 0 ? 1 : dims.back();
+  if (labels.element_count() != static_cast<size_t>(rows)) {
+    return ffi::Error::InvalidArgument("jaxloss CPU kernel: one label per row of the logits expected; got " +
+                                       std::to_string(labels.element_count()) + " labels for " +
+                                       std::to_string(rows) + " rows");
+  }
+  const T* xs = static_cast<const T*>(x.untyped_data());
+  const int32_t* ks = labels.typed_data();
+  if (kGrad) AdviseHugePages(gs, static_cast<size_t>(rows * cols) * sizeof(float));
+  ParallelRows(pool, rows, cols, [=](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      hs[r] = CrossEntropyRow<T>::template Run<kGrad>(xs + r * cols, cols, ks[r], kGrad ? gs + r * cols : nullptr);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+template <bool kGrad>
+ffi::Error CeDispatch(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::S32> labels, float* hs, float* gs,
+                      int64_t rows) {
+  switch (x.element_type()) {
+    case ffi::F32:
+      return Ce<float, kGrad>(pool, x, labels, hs, gs, rows);
+    case ffi::BF16:
+      return Ce<Bf16, kGrad>(pool, x, labels, hs, gs, rows);
+    case ffi::F16:
+      return Ce<F16, kGrad>(pool, x, labels, hs, gs, rows);
+    default:
+      return BadType(x);
+  }
+}
+
+ffi::Error CeValue(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::S32> labels,
+                   ffi::Result<ffi::Buffer<ffi::F32>> h) {
+  return CeDispatch<false>(pool, x, labels, h->typed_data(), nullptr, h->element_count());
+}
+
+ffi::Error CeValueGrad(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::S32> labels,
+                       ffi::Result<ffi::Buffer<ffi::F32>> h, ffi::Result<ffi::Buffer<ffi::F32>> g) {
+  return CeDispatch<true>(pool, x, labels, h->typed_data(), g->typed_data(), h->element_count());
+}
+
+// The gradient of a weighted sum of the losses, sum_r c_r L_r (a mean: c_r = where_r / count), written whole:
+// logits [..., n], labels int32 [...] and weights c float32 [...] (one per row); writes L_r (float32, unweighted:
+// the caller forms the sum) and c_r dL_r/dl (shaped like the logits, in their dtype: float32, bfloat16 or
+// float16; computed in float32 and rounded once to that dtype). A row whose weight is exactly 0 is not read: its
+// value and gradient row are 0, whatever its logits and label (out of range, NaN, inf). Every other row is as the
+// unscaled handler's (NaN row for a label out of range or a NaN logit, and so on), its gradient times c_r.
+template <typename T>
+ffi::Error CeScaled(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::S32> labels, ffi::Buffer<ffi::F32> scale,
+                    ffi::Buffer<ffi::F32>* h, ffi::AnyBuffer* g) {
+  auto dims = x.dimensions();
+  const int64_t cols = dims.size() == 0 ? 1 : dims.back();
+  const int64_t rows = h->element_count();
+  if (labels.element_count() != static_cast<size_t>(rows) || scale.element_count() != static_cast<size_t>(rows)) {
+    return ffi::Error::InvalidArgument("jaxloss CPU kernel: one label and one weight per row of the logits expected; "
+                                       "got " + std::to_string(labels.element_count()) + " labels and " +
+                                       std::to_string(scale.element_count()) + " weights for " +
+                                       std::to_string(rows) + " rows");
+  }
+  if (g->element_type() != x.element_type() || g->element_count() != static_cast<size_t>(rows * cols)) {
+    return ffi::Error::InvalidArgument("jaxloss CPU kernel: the scaled gradient must be shaped and typed as the "
+                                       "logits");
+  }
+  const T* xs = static_cast<const T*>(x.untyped_data());
+  const int32_t* ks = labels.typed_data();
+  const float* cs = scale.typed_data();
+  float* hs = h->typed_data();
+  T* gs = static_cast<T*>(g->untyped_data());
+  AdviseHugePages(gs, static_cast<size_t>(rows * cols) * sizeof(T));
+  ParallelRows(pool, rows, cols, [=](int64_t lo, int64_t hi) {
+    std::vector<float> e_row(std::is_same_v<T, float> ? 0 : static_cast<size_t>(cols));
+    for (int64_t r = lo; r < hi; ++r) {
+      T* gr = gs + r * cols;
+      if (cs[r] == 0.0f) {
+        std::memset(static_cast<void*>(gr), 0, static_cast<size_t>(cols) * sizeof(T));  // +0 in every dtype
+        hs[r] = 0.0f;
+        continue;
+      }
+      hs[r] = CrossEntropyRow<T>::template Run<true, T>(xs + r * cols, cols, ks[r], gr, e_row.data(), cs[r]);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error CeValueGradScaled(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Buffer<ffi::S32> labels,
+                             ffi::Buffer<ffi::F32> scale, ffi::Result<ffi::Buffer<ffi::F32>> h,
+                             ffi::Result<ffi::AnyBuffer> g) {
+  switch (x.element_type()) {
+    case ffi::F32:
+      return CeScaled<float>(pool, x, labels, scale, &*h, &*g);
+    case ffi::BF16:
+      return CeScaled<Bf16>(pool, x, labels, scale, &*h, &*g);
+    case ffi::F16:
+      return CeScaled<F16>(pool, x, labels, scale, &*h, &*g);
+    default:
+      return BadType(x);
+  }
+}
+
 #define JAXLOSS_VALUE_BINDING \
   ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Ret<ffi::Buffer<ffi::F32>>()
 #define JAXLOSS_VALUE_GRAD_BINDING JAXLOSS_VALUE_BINDING.Ret<ffi::Buffer<ffi::F32>>()
@@ -517,6 +970,19 @@ XLA_FFI_DEFINE_HANDLER(EntropyLogits, ValueImpl<RowKernel>, JAXLOSS_VALUE_BINDIN
 XLA_FFI_DEFINE_HANDLER(EntropyLogitsGrad, ValueGradImpl<RowKernel>, JAXLOSS_VALUE_GRAD_BINDING);
 XLA_FFI_DEFINE_HANDLER(Entropy, ValueImpl<ProbabilityRow>, JAXLOSS_VALUE_BINDING);
 XLA_FFI_DEFINE_HANDLER(EntropyGrad, ValueGradImpl<ProbabilityRow>, JAXLOSS_VALUE_GRAD_BINDING);
+
+#define JAXLOSS_CE_BINDING \
+  ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::AnyBuffer>().Arg<ffi::Buffer<ffi::S32>>().Ret<ffi::Buffer<ffi::F32>>()
+XLA_FFI_DEFINE_HANDLER(CeInteger, CeValue, JAXLOSS_CE_BINDING);
+XLA_FFI_DEFINE_HANDLER(CeIntegerGrad, CeValueGrad, JAXLOSS_CE_BINDING.Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER(CeIntegerGradScaled, CeValueGradScaled,
+                       ffi::Ffi::Bind()
+                           .Ctx<ffi::ThreadPool>()
+                           .Arg<ffi::AnyBuffer>()
+                           .Arg<ffi::Buffer<ffi::S32>>()
+                           .Arg<ffi::Buffer<ffi::F32>>()
+                           .Ret<ffi::Buffer<ffi::F32>>()
+                           .Ret<ffi::AnyBuffer>());
 
 }  // namespace
 
@@ -527,6 +993,9 @@ const jaxloss_cpu::Handler* Handlers() {
       {"jaxloss_entropy_logits_grad", reinterpret_cast<void*>(EntropyLogitsGrad)},
       {"jaxloss_entropy", reinterpret_cast<void*>(Entropy)},
       {"jaxloss_entropy_grad", reinterpret_cast<void*>(EntropyGrad)},
+      {"jaxloss_ce_integer", reinterpret_cast<void*>(CeInteger)},
+      {"jaxloss_ce_integer_grad", reinterpret_cast<void*>(CeIntegerGrad)},
+      {"jaxloss_ce_integer_grad_scaled", reinterpret_cast<void*>(CeIntegerGradScaled)},
       {nullptr, nullptr},
   };
   return table;
