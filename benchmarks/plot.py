@@ -5,7 +5,8 @@ Run from the repository root (matplotlib is the optional ``bench`` extra: ``pip 
     python -m benchmarks.plot benchmarks/results/cpu.json [-o benchmarks/results/cpu.png]
 
 Two panels per dtype. Top: each implementation's median time divided by the baseline's
-(optax for BCE and MSE, the naive jnp form for ``entropy_from_logits``, ``entr`` for ``entropy``), on a
+(optax for BCE, MSE and ``ce_with_logits``, the naive jnp form for ``entropy_from_logits``, ``entr`` for
+``entropy``), on a
 log scale, lower is better. Bottom: effective bandwidth (inputs read once, gradient written once) as a
 percentage of the device-to-device copy measured in the same run, higher is better.
 """
@@ -21,7 +22,13 @@ from collections.abc import Sequence
 COLORS = {"jaxloss": "#1b7837", "optax": "#2166ac", "torch": "#b2182b"}
 OTHER_COLORS = ("#7f7f7f", "#b8860b", "#8c510a", "#542788")
 MODE_SHORT = {"forward": "fwd", "value_and_grad": "v+g"}
-WORKLOAD_SHORT = {"bce": "BCE", "mse": "MSE", "entropy_from_logits": "H(logits)", "entropy": "H(p)"}
+WORKLOAD_SHORT = {
+    "bce": "BCE",
+    "mse": "MSE",
+    "entropy_from_logits": "H(logits)",
+    "entropy": "H(p)",
+    "ce_with_logits": "CE(int)",
+}
 
 
 def _case_label(r: dict) -> str:

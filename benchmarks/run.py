@@ -6,11 +6,13 @@ Run from the repository root::
                              [--repeats 20] [--workloads bce,mse,...] [--modes forward,value_and_grad]
 
 What is timed, in one process: BCE mean, MSE mean, ``entropy_from_logits`` and ``entropy`` (both averaged
-over rows, so that every implementation returns one scalar), forward alone and value + gradient with respect
-to the predictions (``jax.value_and_grad(f)``). Each is computed by jaxloss, by optax where optax has the
-loss, by plain ``jnp`` formulations, and by torch when it is importable (eager, on CUDA when JAX runs on a
-GPU and torch sees one). The ratio column is time / time of the baseline: optax for BCE and MSE, the naive
-``-(softmax * log_softmax).sum(-1)`` for ``entropy_from_logits``, ``entr(p).sum(-1)`` for ``entropy``.
+over rows, so that every implementation returns one scalar), and ``ce_with_logits`` with integer labels (the
+mean categorical cross-entropy over rows; optax: ``softmax_cross_entropy_with_integer_labels(...).mean()``),
+forward alone and value + gradient with respect to the predictions (``jax.value_and_grad(f)``). Each is
+computed by jaxloss, by optax where optax has the loss, by plain ``jnp`` formulations, and by torch when it is
+importable (eager, on CUDA when JAX runs on a GPU and torch sees one). The ratio column is time / time of the
+baseline: optax for BCE, MSE and ``ce_with_logits``, the naive ``-(softmax * log_softmax).sum(-1)`` for
+``entropy_from_logits``, ``entr(p).sum(-1)`` for ``entropy``.
 
 Method: every implementation is wrapped in one outer ``jax.jit``. Its first call is timed after
 ``jax.clear_caches()`` (trace + compile + one run: "first call"). Then ``--warmup`` calls, then the
@@ -22,7 +24,8 @@ this process: on a CPU backend the figure that other programs on the machine dis
 accelerator it is host time only).
 
 Inputs are seeded (``jax.random.key(0)``) and drawn on the device: logits and predictions ~ N(0, 3^2),
-hard labels in {0, 1} in the input dtype, probabilities = softmax of N(0, 3^2) logits cast to the dtype.
+hard labels in {0, 1} in the input dtype, probabilities = softmax of N(0, 3^2) logits cast to the dtype,
+class indices (``ce_with_logits``) uniform in [0, C), int32.
 
 Bandwidth: "effective" bytes count every input read once plus the gradient written once (forward: inputs
 only). The reference is a device-to-device copy of ``--copy-bytes`` (default 1 GiB) measured in the same
@@ -31,9 +34,10 @@ output buffer is checked to be a new one; on CPU a NumPy ``np.copyto`` (one thre
 recorded beside it). A copy moves 2 bytes per byte copied (read + write).
 
 Sizes: a token ``N`` is a flat size, ``RxC`` a row shape. Elementwise losses (BCE, MSE) run at the element
-count of every token; row losses (the entropies) at every ``RxC`` token and at ``(N // 256) x 256`` for a
-flat ``N``. Defaults: ``1048576`` on CPU (BCE and MSE at 2^20, entropies at 4096 x 256) and
-``268435456,8192x32768`` on an accelerator (BCE and MSE at 2^28, entropies at 2^20 x 256 and 8192 x 32768).
+count of every token; row losses (the entropies, cross-entropy) at every ``RxC`` token and at
+``(N // 256) x 256`` for a flat ``N``. Defaults: ``1048576`` on CPU (BCE and MSE at 2^20, the row losses at
+4096 x 256; without ``--sizes``, cross-entropy also at 256 x 32768, a vocabulary-sized row) and
+``268435456,8192x32768`` on an accelerator (BCE and MSE at 2^28, the row losses at 2^20 x 256 and 8192 x 32768).
 At the accelerator sizes one case holds a few GiB (1 GiB per float32 array: inputs, gradient and the
 implementations' intermediates) plus the 2 GiB of the copy reference while it is measured.
 
@@ -41,7 +45,7 @@ Smoke check (CI)::
 
     python -m benchmarks.run --smoke
 
-runs every workload x mode once at a tiny size (float32, 512 elements; the entropies at 2 x 256), writes and
+runs every workload x mode once at a tiny size (float32, 512 elements; the row losses at 2 x 256), writes and
 re-reads the JSON, and checks its shape (the fields ``benchmarks/plot.py``, the README table and the notes read)
 and that jaxloss agrees with its baseline on every case. It exits non-zero on a failed check. Its timings mean
 nothing and are not printed.
@@ -66,12 +70,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-WORKLOADS = ("bce", "mse", "entropy_from_logits", "entropy")
+WORKLOADS = ("bce", "mse", "entropy_from_logits", "entropy", "ce_with_logits")
 MODES = ("forward", "value_and_grad")
 DTYPES = ("float32", "bfloat16", "float16")
-BASELINE = {"bce": "optax", "mse": "optax", "entropy_from_logits": "jnp naive", "entropy": "jnp entr"}
+BASELINE = {
+    "bce": "optax",
+    "mse": "optax",
+    "entropy_from_logits": "jnp naive",
+    "entropy": "jnp entr",
+    "ce_with_logits": "optax",
+}
 ROW_WIDTH_FOR_FLAT = 256
 DEFAULT_SIZES = {"cpu": "1048576", "accelerator": "268435456,8192x32768"}
+# Row shapes a workload also runs at when --sizes is not given (beside those of DEFAULT_SIZES), per backend kind.
+DEFAULT_EXTRA_SHAPES = {"cpu": {"ce_with_logits": [(256, 32768)]}, "accelerator": {}}
 GIB = 2**30
 
 
@@ -115,6 +127,11 @@ def _jax_impls(workload: str) -> list[Impl]:
             Impl("jaxloss", "jax", lambda p: jaxloss.entropy(p).mean()),
             Impl("jnp entr", "jax", lambda p: entr(p).sum(-1).mean()),
         ]
+    if workload == "ce_with_logits":  # integer labels
+        return [
+            Impl("jaxloss", "jax", lambda lg, k: jaxloss.ce_with_logits(lg, k)),
+            Impl("optax", "jax", lambda lg, k: optax.softmax_cross_entropy_with_integer_labels(lg, k).mean()),
+        ]
     raise ValueError(f"benchmarks.run: unknown workload {workload!r}; expected one of {WORKLOADS}.")
 
 
@@ -125,6 +142,7 @@ def _torch_impl(workload: str, torch) -> Impl:
         "mse": lambda p, t: f.mse_loss(p, t),
         "entropy_from_logits": lambda lg: -(f.softmax(lg, -1) * f.log_softmax(lg, -1)).sum(-1).mean(),
         "entropy": lambda p: torch.special.entr(p).sum(-1).mean(),
+        "ce_with_logits": lambda lg, k: f.cross_entropy(lg, k),
     }
     return Impl("torch", "torch", fns[workload])
 
@@ -190,6 +208,8 @@ def make_inputs(workload: str, shape: tuple[int, ...], dtype) -> tuple[jax.Array
         return x.astype(dtype), jax.random.normal(k2, shape, jnp.float32).astype(dtype)
     if workload == "entropy_from_logits":
         return (x.astype(dtype),)
+    if workload == "ce_with_logits":
+        return x.astype(dtype), jax.random.randint(k2, shape[:-1], 0, shape[-1], jnp.int32)
     return (jax.nn.softmax(x, axis=-1).astype(dtype),)  # entropy: rows of probabilities
 
 
@@ -229,7 +249,12 @@ def _jax_runner(impl: Impl, mode: str, inputs) -> Runner:
 
 def _torch_runner(impl: Impl, mode: str, inputs, torch, device) -> Runner:
     tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[str(inputs[0].dtype)]
-    targs = [torch.from_numpy(np.asarray(x, np.float32)).to(device=device, dtype=tdtype) for x in inputs]
+    targs = [
+        torch.from_numpy(np.asarray(x, np.int64)).to(device=device)  # class indices: int64, as torch wants them
+        if jnp.issubdtype(x.dtype, jnp.integer)
+        else torch.from_numpy(np.asarray(x, np.float32)).to(device=device, dtype=tdtype)
+        for x in inputs
+    ]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     if mode == "forward":
@@ -392,7 +417,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         impls = _jax_impls(workload)
         if torch is not None:
             impls.append(_torch_impl(workload, torch))
-        for shape in shapes_for(workload, sizes):
+        shapes = shapes_for(workload, sizes)
+        if args.sizes is None:
+            extra = DEFAULT_EXTRA_SHAPES["cpu" if backend == "cpu" else "accelerator"].get(workload, [])
+            shapes += [s for s in extra if s not in shapes]
+        for shape in shapes:
             for dtype_name in args.dtype:
                 inputs = make_inputs(workload, shape, jnp.dtype(dtype_name))
                 for mode in args.modes:
