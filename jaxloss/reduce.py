@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike, DTypeLike
+from jax.typing import ArrayLike
 
 from . import _api, _checks
 from ._kernels import twofloat
@@ -14,12 +14,7 @@ from ._kernels import twofloat
 __all__ = ["mean"]
 
 
-def power_of_two(k: jax.Array, dtype: DTypeLike) -> jax.Array:
-    """2**k as a float of ``dtype``, built from its bits; k must lie in the normal range [minexp, maxexp - 1]."""
-    info = jnp.finfo(dtype)
-    int_type = jnp.int32 if info.bits == 32 else jnp.int64
-    biased = (k.astype(int_type) - (info.minexp - 1)) << info.nmant
-    return jax.lax.bitcast_convert_type(biased, dtype)
+power_of_two = twofloat.power_of_two  # 2**k built from its bits (also used by jaxloss._mean)
 
 
 def weight_exponent(largest: jax.Array) -> jax.Array:

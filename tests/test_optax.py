@@ -245,7 +245,8 @@ def test_softmax_classifier_matches_optax_losses(classifier_runs):
     ours, theirs = runs["jaxloss"][1], runs["optax"][1]
     np.testing.assert_allclose(ours, theirs, rtol=TRAJECTORY_EPS * EPS32, atol=TRAJECTORY_EPS * EPS32 * ours[0])
     for a, b in zip(jax.tree.leaves(runs["jaxloss"][0]), jax.tree.leaves(runs["optax"][0]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+        # Adam feeds back the last-place differences of the losses; measured 2.5 eps of the largest parameter.
+        np.testing.assert_allclose(a, b, rtol=0, atol=TRAJECTORY_EPS * EPS32 * float(jnp.max(jnp.abs(b))))
 
 
 def test_padding_tokens_reach_neither_loss_nor_gradient():

@@ -575,29 +575,19 @@ def _cross_entropy_probs_jvp(axis, primals, tangents):
     return cross_entropy_probs(p, t, axis), jnp.sum(linear(p, (grad_p, dp), (-jnp.log(p), dt)), axis=axis)
 
 
-def exact_split_sum(d, axis: int):
-    """sum(d) over ``axis`` for terms that cancel (p - q of two rows with nearly equal sums), without the
-    cancellation's loss: each term is split exactly as d = h + l, h on a grid 2**e so coarse that every partial
-    sum of the h is exact (n max|d| < 2**(24 + e) in float32), and the small l (|l| <= 2**(e - 1)) summed
-    afterwards. The error is that of the sum of the l alone, n**2 max|d| 2**-48 at most in float32: the sum keeps
-    its relative accuracy when it is 1e6 times smaller than its terms (and a sum of many positive terms gets one
-    rounding instead of the summation order's). Infinite terms give the infinite sum (NaN: NaN)."""
-    n = d.shape[axis]
-    big = jnp.max(jnp.abs(jnp.where(jnp.isfinite(d), d, 0)), axis=axis, keepdims=True)
-    mantissa = jnp.finfo(d.dtype).nmant + 1
-    _, exponent = jnp.frexp(big * n)  # big * n < 2**exponent
-    grid = jnp.ldexp(jnp.ones_like(big), exponent - mantissa)
-    grid = jnp.where(big > 0, grid, 1)
-    finite = jnp.isfinite(d)
-    h = jnp.where(finite, jnp.round(d / grid) * grid, d)  # exact: a power-of-2 scaling and an integer
-    return jnp.sum(h, axis=axis) + jnp.sum(jnp.where(finite, d - h, 0), axis=axis)
+def _largest_finite(x, axis: int):
+    return jnp.max(jnp.where(jnp.isfinite(x), jnp.abs(x), 0), axis=axis, keepdims=True)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def relative_entropy_probs(p, q, axis: int):
     """sum(p log(p / q)) over ``axis``; dp: log(p/q) + 1 (0 where p = 0), dq: -p/q (0 where p = 0)."""
     w, _ = relative_entropy_parts(p, q)
-    return exact_split_sum(w, axis) + exact_split_sum(p - q, axis)
+    # Both sums split exactly (twofloat.split_terms): p - q of two rows with nearly equal sums cancels, and its sum
+    # keeps its relative accuracy only when no partial sum rounds. Infinite terms give the infinite sum.
+    d = p - q
+    w_sum, d_sum = reduce_rows((w, d), axis, None, bounds={0: _largest_finite(w, axis), 1: _largest_finite(d, axis)})
+    return jnp.squeeze(w_sum + d_sum, axis)
 
 
 @functools.partial(relative_entropy_probs.defjvp, symbolic_zeros=True)

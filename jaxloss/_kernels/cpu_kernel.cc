@@ -282,36 +282,57 @@ JAXLOSS_INLINE VD Widen(VF v) {
 JAXLOSS_INLINE double Total(VD a) { return (a[0] + a[1]) + (a[2] + a[3]); }
 #endif
 
+// Horizontal reductions of one vector as pairwise trees (depth log2(kLanes)), not a lane-by-lane chain: at 256
+// classes a row is 16 vectors, and three serial 16-step chains a row measured as a large part of its time.
+JAXLOSS_INLINE float HMax(VF v) {
+  float t[kLanes];
+  std::memcpy(t, &v, sizeof v);
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int k = 0; k < w; ++k) t[k] = std::max(t[k], t[k + w]);
+  }
+  return t[0];
+}
+
+JAXLOSS_INLINE int32_t HOr(VI v) {
+  int32_t t[kLanes];
+  std::memcpy(t, &v, sizeof v);
+  for (int w = kLanes / 2; w >= 1; w /= 2) {
+    for (int k = 0; k < w; ++k) t[k] |= t[k + w];
+  }
+  return t[0];
+}
+
+// Pass 1 of every row kernel: the row maximum, and whether the row holds a NaN. Two vectors a step (two chains),
+// then the rest.
+template <typename T>
+JAXLOSS_INLINE float RowMax(const T* x, int64_t n, bool* has_nan) {
+  VF vm = Splat(-INFINITY), vm2 = vm;
+  VI bad = {}, bad2 = {};
+  int64_t i0 = 0;
+  for (; i0 + 2 * kLanes <= n; i0 += 2 * kLanes) {
+    VF v = Widen8(x + i0), w = Widen8(x + i0 + kLanes);
+    bad |= NotEqual(v, v);
+    bad2 |= NotEqual(w, w);
+    vm = Max(v, vm);
+    vm2 = Max(w, vm2);
+  }
+  for (; i0 < n; i0 += kLanes) {
+    VF v = Load(x + i0, std::min<int64_t>(kLanes, n - i0));
+    bad |= NotEqual(v, v);
+    vm = Max(v, vm);
+  }
+  *has_nan = HOr(bad | bad2) != 0;
+  return HMax(Max(vm2, vm));
+}
+
 template <typename T>
 struct RowKernel {
   // Returns H for the row and, when kGrad, writes dH/dl into g (scratch holds the row's e and d: two arrays of
   // n floats, n rounded up to a multiple of kLanes).
   template <bool kGrad>
   static float Run(const T* x, int64_t n, float* g, float* scratch) {
-    // Pass 1: the maximum, and whether the row holds a NaN. Two vectors a step (two chains), then the rest.
-    VF vm = Splat(-INFINITY), vm2 = vm;
-    VI bad = {}, bad2 = {};
-    int64_t i0 = 0;
-    for (; i0 + 2 * kLanes <= n; i0 += 2 * kLanes) {
-      VF v = Widen8(x + i0), w = Widen8(x + i0 + kLanes);
-      bad |= NotEqual(v, v);
-      bad2 |= NotEqual(w, w);
-      vm = Max(v, vm);
-      vm2 = Max(w, vm2);
-    }
-    for (; i0 < n; i0 += kLanes) {
-      VF v = Load(x + i0, std::min<int64_t>(kLanes, n - i0));
-      bad |= NotEqual(v, v);
-      vm = Max(v, vm);
-    }
-    bad |= bad2;
-    vm = Max(vm2, vm);
-    float m = -INFINITY;
-    int any_bad = 0;
-    for (int k = 0; k < kLanes; ++k) {
-      m = std::max(m, vm[k]);
-      any_bad |= bad[k];
-    }
+    bool any_bad = false;
+    const float m = RowMax(x, n, &any_bad);
     if (any_bad) {
       if (g) std::fill(g, g + n, NAN);
       return NAN;
@@ -451,26 +472,6 @@ JAXLOSS_INLINE void Fill(Out* g, int64_t n, float v) {
   for (int64_t i = 0; i < n; ++i) Put(g, i, v);
 }
 
-// Horizontal reductions of one vector as pairwise trees (depth log2(kLanes)), not a lane-by-lane chain: at 256
-// classes a row is 16 vectors, and three serial 16-step chains a row measured as a large part of its time.
-JAXLOSS_INLINE float HMax(VF v) {
-  float t[kLanes];
-  std::memcpy(t, &v, sizeof v);
-  for (int w = kLanes / 2; w >= 1; w /= 2) {
-    for (int k = 0; k < w; ++k) t[k] = std::max(t[k], t[k + w]);
-  }
-  return t[0];
-}
-
-JAXLOSS_INLINE int32_t HOr(VI v) {
-  int32_t t[kLanes];
-  std::memcpy(t, &v, sizeof v);
-  for (int w = kLanes / 2; w >= 1; w /= 2) {
-    for (int k = 0; k < w; ++k) t[k] |= t[k + w];
-  }
-  return t[0];
-}
-
 JAXLOSS_INLINE int32_t HSum(VI v) {
   int32_t t[kLanes];
   std::memcpy(t, &v, sizeof v);
@@ -587,26 +588,9 @@ struct CrossEntropyRow {
       if (kGrad) Fill(g, n, NAN);
       return NAN;
     }
-    // Pass 1: the maximum, and whether the row holds a NaN (as RowKernel).
-    VF vm = Splat(-INFINITY), vm2 = vm;
-    VI bad = {}, bad2 = {};
-    int64_t i0 = 0;
-    for (; i0 + 2 * kLanes <= n; i0 += 2 * kLanes) {
-      VF v = Widen8(x + i0), w = Widen8(x + i0 + kLanes);
-      bad |= NotEqual(v, v);
-      bad2 |= NotEqual(w, w);
-      vm = Max(v, vm);
-      vm2 = Max(w, vm2);
-    }
-    for (; i0 < n; i0 += kLanes) {
-      VF v = Load(x + i0, std::min<int64_t>(kLanes, n - i0));
-      bad |= NotEqual(v, v);
-      vm = Max(v, vm);
-    }
-    bad |= bad2;
-    vm = Max(vm2, vm);
-    const float m = HMax(vm);
-    if (HOr(bad)) {
+    bool any_bad = false;
+    const float m = RowMax(x, n, &any_bad);  // pass 1, as RowKernel
+    if (any_bad) {
       if (kGrad) Fill(g, n, NAN);
       return NAN;
     }

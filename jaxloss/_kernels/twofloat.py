@@ -67,12 +67,12 @@ def divide_pairs(t: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(r), q + r, q)
 
 
-def _power_of_two(k, dtype):
-    """2**k as a float of ``dtype`` built from its bits (exact); k clipped to the normal range."""
+def power_of_two(k, dtype):
+    """2**k as a float of ``dtype``, built from its bits; k must lie in the normal range [minexp, maxexp - 1]."""
     info = jnp.finfo(dtype)
     int_type = jnp.int32 if info.bits == 32 else jnp.int64
-    k = jnp.clip(k, info.minexp, info.maxexp - 1).astype(int_type)
-    return jax.lax.bitcast_convert_type((k - (info.minexp - 1)) << info.nmant, dtype)
+    biased = (k.astype(int_type) - (info.minexp - 1)) << info.nmant
+    return jax.lax.bitcast_convert_type(biased, dtype)
 
 
 def split_terms(x, bound, n: int):
@@ -89,9 +89,14 @@ def split_terms(x, bound, n: int):
     g1 = exponent + log_n + 1 - mantissa
     g2 = g1 + log_n - mantissa
     finite = usable & jnp.isfinite(x)
-    h1 = jnp.where(finite, jnp.round(x * _power_of_two(-g1, dtype)) * _power_of_two(g1, dtype), 0)
+    info = jnp.finfo(dtype)
+
+    def scale(k):  # 2**k, k kept in the normal range (a bound near the float range's ends)
+        return power_of_two(jnp.clip(k, info.minexp, info.maxexp - 1), dtype)
+
+    h1 = jnp.where(finite, jnp.round(x * scale(-g1)) * scale(g1), 0)
     r1 = x - h1
-    h2 = jnp.where(finite, jnp.round(r1 * _power_of_two(-g2, dtype)) * _power_of_two(g2, dtype), 0)
+    h2 = jnp.where(finite, jnp.round(r1 * scale(-g2)) * scale(g2), 0)
     return h1, h2, r1 - h2
 
 
